@@ -1,0 +1,63 @@
+"""Where weights come from: local files and folders, or the Hugging Face hub cache, with clear offline errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .config import HubFile
+
+__all__ = ["WeightsNotFoundError", "is_offline", "resolve_file"]
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """A weights/tokenizer file could not be found locally nor downloaded. The message says what to do."""
+
+
+def is_offline(offline: bool | None = None) -> bool:
+    """True when downloads are switched off by argument or by `HF_HUB_OFFLINE` / `TRANSFORMERS_OFFLINE`."""
+    if offline is not None:
+        return offline
+    return any(os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"}
+               for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _not_found_message(hub: HubFile, what: str, reason: str) -> str:
+    return (
+        f"{what}: cannot get {hub.filename!r} from hub repo {hub.repo_id!r} ({reason}).\n"
+        f"  Download it where you have internet access, e.g.\n"
+        f"    huggingface-cli download {hub.repo_id} {hub.filename}\n"
+        f"  and copy the HF cache here, or pass a local path instead of the preset name, e.g.\n"
+        f"    load(\"/path/to/{hub.filename}\")  /  --model /path/to/{hub.filename}"
+    )
+
+
+def resolve_file(
+    hub: HubFile,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    offline: bool | None = None,
+    what: str = "weights",
+) -> Path:
+    """The local path of `hub`'s file: from the HF cache, else downloaded into it (unless offline).
+
+    Offline (argument, `HF_HUB_OFFLINE=1`) and missing from the cache raises `WeightsNotFoundError` at once,
+    naming the repo, the file and how to point to a local copy; no retry loop.
+    """
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(hub.repo_id, hub.filename, cache_dir=cache_dir)
+    if isinstance(cached, str) and Path(cached).is_file():
+        return Path(cached)
+    if is_offline(offline):
+        raise WeightsNotFoundError(_not_found_message(hub, what, "offline mode and not in the local HF cache"))
+    try:
+        return Path(hf_hub_download(hub.repo_id, hub.filename, cache_dir=cache_dir))
+    except Exception as exc:  # network errors, gated/missing repos: all end the same way for a user
+        raise WeightsNotFoundError(_not_found_message(hub, what, f"{type(exc).__name__}: {exc}")) from exc
+
+
+def local_path(path_or_name: str | os.PathLike) -> Path | None:
+    """`path_or_name` as an existing local path, or None when it names no file or folder."""
+    path = Path(path_or_name).expanduser()
+    return path if path.exists() else None

@@ -1,0 +1,32 @@
+"""Suite-wide settings: never touch the network, deterministic CPU math, the reference-env switch."""
+
+import os
+import shutil
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+def reference_python(version: str = "rc10") -> str | None:
+    """Python of the reference env (`scripts/make-reference-env.sh`), from RUDOLPH_REF_PYTHON[_RC4]."""
+    var = "RUDOLPH_REF_PYTHON" if version == "rc10" else "RUDOLPH_REF_PYTHON_RC4"
+    path = os.environ.get(var)
+    return path if path and shutil.which(path) else None
+
+
+@pytest.fixture
+def assets() -> Path:
+    return ASSETS
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    import torch
+
+    torch.manual_seed(0)
+    yield
