@@ -42,7 +42,8 @@ class _JsonConfig:
         known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(known))}")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
         return cls(**values)
 
@@ -83,6 +84,9 @@ class RuDolphConfig(_JsonConfig):
     cogview_sandwich_layernorm: bool = True
     cogview_pb_relax: bool = True
     layernorm_epsilon: float = 1e-5
+    # rudolph rc4 masks (and the paper): right text cannot attend to the left text; rc10 builds plain causal
+    # rows there. Official checkpoints store their masks: loading one sets this field from them.
+    r_text_sees_l_text: bool = False
     gradient_checkpointing: bool = False
     hub: HubFile | None = field(default=None, compare=False)
     name: str | None = field(default=None, compare=False)
@@ -158,7 +162,7 @@ MODEL_PRESETS: dict[str, RuDolphConfig] = {
     "tiny": RuDolphConfig(
         num_layers=6, hidden_size=64, num_attention_heads=4, l_text_seq_length=64, image_tokens_per_dim=16,
         r_text_seq_length=64, text_special_tokens=384, image_special_tokens=384, vocab_size=1000 + 64,
-        image_vocab_size=8192, name="tiny",
+        image_vocab_size=1024, name="tiny",
     ),
     "demo": RuDolphConfig(
         num_layers=6, hidden_size=256, num_attention_heads=8, l_text_seq_length=8, image_tokens_per_dim=8,
@@ -204,9 +208,10 @@ VQGAN_PRESETS: dict[str, VQGANConfig] = {
     "sber-gumbel-f8": VQGANConfig(
         hub=HubFile("shonenkov/rudalle-utils", "vqgan.gumbelf8-sber.model.ckpt"), name="sber-gumbel-f8"
     ),
-    # Tiny random-weight VQGAN for tests and the demo (still downsampling 8).
+    # Tiny random-weight VQGAN for tests and the demo (still downsampling 8). Every width is a multiple of 32:
+    # the taming blocks normalise with GroupNorm(32 groups).
     "tiny": VQGANConfig(
-        ch=16, ch_mult=(1, 1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), z_channels=16, embed_dim=16,
+        ch=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), z_channels=16, embed_dim=16,
         n_embed=512, resolution=64, name="tiny",
     ),
 }

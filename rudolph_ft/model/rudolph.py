@@ -1,0 +1,379 @@
+"""The RuDOLPH hyper-modal transformer: `[left text | image tokens | right text]` in one decoder.
+
+Parameter names and shapes equal the reference `rudolph.model.ruDolphModel`, so official checkpoints load
+unchanged. The computation is the reference's, reorganised for speed:
+
+- attention runs through `F.scaled_dot_product_attention` with boolean masks built once per model; the
+  reference's PB-relax (subtracting each head's maximum score before the softmax) and its `-10000` masking
+  are shifts that the softmax cancels, so they are not repeated here;
+- the output layer is evaluated only where it is used (text rows for text positions, image rows for image
+  positions) when computing the loss, and only for the newest position while decoding;
+- incremental decoding keeps keys/values in a preallocated `KVCache`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..config import RuDolphConfig
+from .masks import build_masks, layer_mask_kind
+
+__all__ = ["RuDolph", "RuDolphOutput", "KVCache", "LOSS_SLICINGS"]
+
+LOSS_SLICINGS = ("rc10", "rc4")
+Head = Literal["joint", "text", "image"]
+
+
+@dataclass
+class RuDolphOutput:
+    """What `RuDolph.forward` returns.
+
+    Attributes:
+        logits: (B, T, V) scores; V is the joint vocabulary (text then image) for `head="joint"`,
+            else the text or image part. None when only losses were asked for.
+        loss: weighted mean of the segment losses, `sum(w_s * L_s) / sum(w_s)` over segments with w_s != 0.
+        l_text_loss, image_loss, r_text_loss: the segment cross-entropies (right text ignores pad 0).
+        cache: the `KVCache` that was filled, when one was passed.
+    """
+
+    logits: torch.Tensor | None = None
+    loss: torch.Tensor | None = None
+    l_text_loss: torch.Tensor | None = None
+    image_loss: torch.Tensor | None = None
+    r_text_loss: torch.Tensor | None = None
+    cache: KVCache | None = None
+
+
+class KVCache:
+    """Preallocated keys/values of every layer for incremental decoding.
+
+    `keys`/`values`: (num_layers, B, heads, max_length, head_dim); positions `[0, length)` are filled.
+    """
+
+    def __init__(self, config: RuDolphConfig, batch_size: int, *, device=None, dtype=torch.float32,
+                 max_length: int | None = None) -> None:
+        head_dim = config.hidden_size // config.num_attention_heads
+        shape = (config.num_layers, batch_size, config.num_attention_heads,
+                 max_length or config.total_seq_length, head_dim)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.keys.shape[1]
+
+    def index_select(self, batch_indices: torch.Tensor) -> KVCache:
+        """A new cache whose batch rows are `batch_indices` of this one (e.g. one prompt -> n samples)."""
+        new = KVCache.__new__(KVCache)
+        batch_indices = batch_indices.to(self.keys.device)
+        new.keys = self.keys.index_select(1, batch_indices)
+        new.values = self.values.index_select(1, batch_indices)
+        new.length = self.length
+        return new
+
+    def repeat_interleave(self, repeats: int) -> KVCache:
+        return self.index_select(torch.arange(self.batch_size).repeat_interleave(repeats))
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: RuDolphConfig) -> None:
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.dropout_prob = config.attention_dropout_prob
+        self.query_key_value = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.output_dropout = nn.Dropout(config.output_dropout_prob)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+                start: int = 0) -> torch.Tensor:
+        # x: (B, T, C); mask: (T, T_k) or (B, 1, T, T_k) bool, True = attend
+        batch, length, channels = x.shape
+        qkv = self.query_key_value(x).view(batch, length, 3, self.num_heads, self.head_dim)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, nh, T, hd)
+        if kv is not None:  # write the new keys/values, attend to everything cached so far
+            keys, values = kv
+            keys[:, :, start:start + length] = key
+            values[:, :, start:start + length] = value
+            key, value = keys[:, :, :start + length], values[:, :, :start + length]
+        dropout = self.dropout_prob if self.training else 0.0
+        context = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout,
+                                                 scale=1.0 / math.sqrt(self.head_dim))
+        context = context.transpose(1, 2).reshape(batch, length, channels)  # (B, T, C)
+        output = self.dense(context).clamp(-65504, 65504)  # the reference clamps to the fp16 range
+        return self.output_dropout(output)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: RuDolphConfig) -> None:
+        super().__init__()
+        self.dense_h_to_4h = nn.Linear(config.hidden_size, 4 * config.hidden_size)
+        self.dense_4h_to_h = nn.Linear(4 * config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.output_dropout_prob)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # the reference's "OpenAI gelu" is the tanh approximation
+        return self.dropout(self.dense_4h_to_h(F.gelu(self.dense_h_to_4h(x), approximate="tanh")))
+
+
+class TransformerLayer(nn.Module):
+    """Pre-norm block with CogView's sandwich layer norms on both branch outputs."""
+
+    def __init__(self, config: RuDolphConfig) -> None:
+        super().__init__()
+        hidden, eps = config.hidden_size, config.layernorm_epsilon
+        self.sandwich = config.cogview_sandwich_layernorm
+        self.input_layernorm = nn.LayerNorm(hidden, eps=eps)
+        if self.sandwich:
+            self.before_first_addition_layernorm = nn.LayerNorm(hidden, eps=eps)
+            self.before_second_addition_layernorm = nn.LayerNorm(hidden, eps=eps)
+        self.attention = SelfAttention(config)
+        self.post_attention_layernorm = nn.LayerNorm(hidden, eps=eps)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, kv=None, start: int = 0) -> torch.Tensor:
+        attention = self.attention(self.input_layernorm(x), mask, kv, start)
+        if self.sandwich:
+            attention = self.before_first_addition_layernorm(attention)
+        x = x + attention
+        mlp = self.mlp(self.post_attention_layernorm(x))
+        if self.sandwich:
+            mlp = self.before_second_addition_layernorm(mlp)
+        return x + mlp
+
+
+class Transformer(nn.Module):
+    """The layer stack (reference `SparseTransformer`; its mask buffers are rebuilt here, not stored)."""
+
+    def __init__(self, config: RuDolphConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(TransformerLayer(config) for _ in range(config.num_layers))
+        self.final_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layernorm_epsilon)
+        self.mask_kinds = [layer_mask_kind(i, config.num_layers) for i in range(config.num_layers)]
+        # (4, S, S) bool, True = may attend; moves with the model, never saved in our checkpoints
+        self.register_buffer("masks", build_masks(config), persistent=False)
+
+
+class RuDolph(nn.Module):
+    """RuDOLPH: left text, image tokens and right text in one causal transformer with sparse image attention.
+
+    Example:
+        >>> model = RuDolph(RuDolphConfig.from_preset("tiny"))
+        >>> ids = torch.zeros(2, model.config.total_seq_length, dtype=torch.long)
+        >>> model(ids).logits.shape  # (B, T, text vocab + image vocab)
+        >>> out = model(ids, loss_weights=(0.01, 1, 7))  # out.loss, out.l_text_loss, out.image_loss, ...
+    """
+
+    def __init__(self, config: RuDolphConfig) -> None:
+        super().__init__()
+        self.config = config
+        hidden, per_dim = config.hidden_size, config.image_tokens_per_dim
+        self.text_embeddings = nn.Embedding(config.text_vocab_size, hidden)
+        self.image_embeddings = nn.Embedding(config.image_vocab_total, hidden)
+        self.l_text_pos_embeddings = nn.Embedding(config.l_text_seq_length + 1, hidden)
+        self.r_text_pos_embeddings = nn.Embedding(config.r_text_seq_length + 1, hidden)
+        self.image_row_embeddings = nn.Embedding(per_dim, hidden)
+        self.image_col_embeddings = nn.Embedding(per_dim, hidden)
+        self.to_logits = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, config.total_vocab_size))
+        self.transformer = Transformer(config)
+        # a 0 (pad) at left position i is replaced by the special token `text_vocab_size - l_text_seq_length + i`
+        l_special = torch.arange(config.l_text_seq_length) + config.text_vocab_size - config.l_text_seq_length
+        self.register_buffer("l_text_special_ids", l_special, persistent=False)
+        self.gradient_checkpointing = config.gradient_checkpointing
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def gradient_checkpointing_enable(self) -> None:
+        self.gradient_checkpointing = True
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.gradient_checkpointing = False
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    # ---- forward -------------------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        loss_weights: tuple[float, float, float] | None = None,
+        loss_slicing: str = "rc10",
+        return_logits: bool | None = None,
+        head: Head = "joint",
+        last_only: bool = False,
+    ) -> RuDolphOutput:
+        """Run the model on token ids laid out as `[left text | image | right text]`.
+
+        Args:
+            input_ids: (B, T) ids. Text ids index the text vocabulary, image ids the image vocabulary (each
+                from 0). Without `cache` the ids start at position 0; with it, at position `cache.length`.
+            attention_mask: optional extra mask, multiplied with the layer masks like the reference's:
+                (B, T_total) key padding or (B, 1, S, S) / (B, S, S), nonzero = may attend. Rows left with
+                nothing to attend to attend to themselves, so outputs stay finite.
+            cache: a `KVCache` to read past keys/values from and write the new ones into.
+            loss_weights: (left text, image, right text) weights; when given, the output carries the weighted
+                loss and the three segment losses (T must end at a segment boundary, no cache).
+            loss_slicing: "rc10" (default) or "rc4": rc4 also scores the last image position against the first
+                right-text token (its image labels are shifted by one); everything else is equal.
+            return_logits: default True without `loss_weights`, False with them (saves the output layer).
+            head: "joint" (text then image vocabulary), "text" or "image" part of the output layer.
+            last_only: logits for the last position only (decoding).
+        """
+        start = cache.length if cache is not None else 0
+        self._check_input(input_ids, start, validate_ids=cache is None or start == 0)
+        hidden = self._embed(input_ids, start)
+        hidden = self._run_layers(hidden, start, attention_mask, cache)
+        hidden = self.to_logits[0](self.transformer.final_layernorm(hidden))  # (B, T, C)
+        output = RuDolphOutput(cache=cache)
+        if loss_weights is not None:
+            if cache is not None:
+                raise ValueError("loss_weights cannot be combined with a KV cache")
+            self._segment_losses(output, hidden, input_ids, loss_weights, loss_slicing)
+        if return_logits or (return_logits is None and loss_weights is None):
+            output.logits = self._logits(hidden[:, -1:] if last_only else hidden, head)
+        return output
+
+    def _check_input(self, input_ids: torch.Tensor, start: int, validate_ids: bool) -> None:
+        cfg = self.config
+        if input_ids.dim() != 2 or input_ids.dtype not in (torch.long, torch.int32):
+            raise ValueError(f"input_ids must be a (batch, length) integer tensor, got {tuple(input_ids.shape)} "
+                             f"{input_ids.dtype}")
+        end = start + input_ids.shape[1]
+        if end > cfg.total_seq_length:
+            raise ValueError(f"sequence of {end} tokens is longer than the model's {cfg.total_seq_length} "
+                             f"(left text {cfg.l_text_seq_length} + image {cfg.image_seq_length} + right text "
+                             f"{cfg.r_text_seq_length})")
+        if not validate_ids or input_ids.numel() == 0:
+            return
+        image_start, image_end = cfg.l_text_seq_length, cfg.l_text_seq_length + cfg.image_seq_length
+        segments = (("left text", 0, image_start, cfg.text_vocab_size),
+                    ("image", image_start, image_end, cfg.image_vocab_total),
+                    ("right text", image_end, cfg.total_seq_length, cfg.text_vocab_size))
+        for name, seg_start, seg_end, vocab in segments:
+            part = input_ids[:, max(seg_start - start, 0):max(seg_end - start, 0)]
+            if part.numel() and (part.min() < 0 or part.max() >= vocab):
+                bad = int(part.max()) if part.max() >= vocab else int(part.min())
+                raise ValueError(f"{name} token id {bad} is outside its vocabulary [0, {vocab}): image codes must "
+                                 f"come from a VQGAN with {cfg.image_vocab_size} codes, text ids from the "
+                                 f"model's tokenizer")
+
+    def _embed(self, input_ids: torch.Tensor, start: int) -> torch.Tensor:
+        cfg = self.config
+        image_start, image_end = cfg.l_text_seq_length, cfg.l_text_seq_length + cfg.image_seq_length
+        end = start + input_ids.shape[1]
+        parts = []
+        lo, hi = start, min(end, image_start)
+        if hi > lo:  # left text, pads replaced by per-position special tokens
+            ids = input_ids[:, : hi - lo]
+            ids = torch.where(ids == 0, self.l_text_special_ids[lo:hi], ids)
+            parts.append(self.text_embeddings(ids) + self.l_text_pos_embeddings.weight[lo:hi])
+        lo, hi = max(start, image_start), min(end, image_end)
+        if hi > lo:  # image: codebook embedding + row and column position embeddings
+            pixel = torch.arange(lo - image_start, hi - image_start, device=input_ids.device)
+            position = self.image_row_embeddings(pixel // cfg.image_tokens_per_dim)
+            position = position + self.image_col_embeddings(pixel % cfg.image_tokens_per_dim)
+            parts.append(self.image_embeddings(input_ids[:, lo - start: hi - start]) + position)
+        lo, hi = max(start, image_end), end
+        if hi > lo:  # right text
+            position = self.r_text_pos_embeddings.weight[lo - image_end: hi - image_end]
+            parts.append(self.text_embeddings(input_ids[:, lo - start:]) + position)
+        embeddings = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]  # (B, T, C)
+        # the reference scales the embeddings' gradient by 0.1 this way (the value is unchanged)
+        return embeddings * 0.1 + embeddings.detach() * 0.9
+
+    def _layer_masks(self, start: int, end: int, attention_mask: torch.Tensor | None) -> list[torch.Tensor]:
+        masks = self.transformer.masks[:, start:end, :end]  # (4, T, T_k)
+        if attention_mask is None:
+            return list(masks)
+        extra = attention_mask.to(device=masks.device) != 0
+        if extra.dim() == 2:  # (B, T_total) key padding
+            extra = extra[:, None, None, :end]
+        else:  # (B, S, S) or (B, 1, S, S)
+            extra = (extra if extra.dim() == 4 else extra[:, None])[:, :, start:end, :end]
+        combined = masks[:, None, None] & extra  # (4, B, 1, T, T_k)
+        own = torch.arange(start, end, device=masks.device)[:, None] == torch.arange(end, device=masks.device)
+        empty_rows = ~combined.any(dim=-1, keepdim=True)
+        return list(combined | (empty_rows & own))
+
+    def _run_layers(self, hidden, start, attention_mask, cache):
+        masks = self._layer_masks(start, start + hidden.shape[1], attention_mask)
+        use_checkpoint = self.gradient_checkpointing and self.training and cache is None and torch.is_grad_enabled()
+        for i, layer in enumerate(self.transformer.layers):
+            mask = masks[self.transformer.mask_kinds[i]]
+            if cache is not None:
+                hidden = layer(hidden, mask, (cache.keys[i], cache.values[i]), start)
+            elif use_checkpoint:
+                hidden = checkpoint(layer, hidden, mask, use_reentrant=False)
+            else:
+                hidden = layer(hidden, mask)
+        if cache is not None:
+            cache.length = start + hidden.shape[1]
+        return hidden
+
+    def _head_weights(self, head: Head) -> tuple[torch.Tensor, torch.Tensor]:
+        linear, text = self.to_logits[1], self.config.text_vocab_size
+        if head == "joint":
+            return linear.weight, linear.bias
+        if head == "text":
+            return linear.weight[:text], linear.bias[:text]
+        if head == "image":
+            return linear.weight[text:], linear.bias[text:]
+        raise ValueError(f"head must be 'joint', 'text' or 'image', got {head!r}")
+
+    def _logits(self, hidden: torch.Tensor, head: Head) -> torch.Tensor:
+        return F.linear(hidden, *self._head_weights(head))
+
+    def _segment_losses(self, output, hidden, input_ids, loss_weights, loss_slicing) -> None:
+        """The reference's three losses; each segment's logits are computed only where they are scored."""
+        cfg = self.config
+        if loss_slicing not in LOSS_SLICINGS:
+            raise ValueError(f"loss_slicing must be one of {LOSS_SLICINGS}, got {loss_slicing!r}")
+        l_len, image_end, length = cfg.l_text_seq_length, cfg.l_text_seq_length + cfg.image_seq_length, hidden.shape[1]
+        if length not in (l_len, image_end, cfg.total_seq_length):
+            raise ValueError(f"the loss needs whole segments: length {l_len}, {image_end} or {cfg.total_seq_length}, "
+                             f"got {length}")
+        use_image, use_r_text = length > l_len, length > image_end
+        if loss_slicing == "rc4" and not use_r_text:
+            raise ValueError("rc4 loss slicing needs the right text (its image labels include its first token)")
+        l_text = torch.where(input_ids[:, :l_len] == 0, self.l_text_special_ids, input_ids[:, :l_len])
+        image_ids, r_text = input_ids[:, l_len:image_end], input_ids[:, image_end:]
+
+        def segment_loss(head: Head, first: int, labels: torch.Tensor, **kwargs) -> torch.Tensor:
+            logits = F.linear(hidden[:, first: first + labels.shape[1]], *self._head_weights(head))
+            return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), **kwargs)
+
+        if use_image and cfg.image_vocab_total > cfg.text_vocab_size:
+            raise ValueError(f"the reference's left-text loss scores the first image code with the text head, so "
+                             f"it needs text vocabulary ({cfg.text_vocab_size}) >= image vocabulary "
+                             f"({cfg.image_vocab_total}); true for every official preset")
+        left_labels = torch.cat([l_text[:, 1:], image_ids[:, :1]], dim=1) if use_image else l_text[:, 1:]
+        output.l_text_loss = segment_loss("text", 0, left_labels)
+        if use_image:
+            image_labels = image_ids[:, 1:]
+            if loss_slicing == "rc4":  # rc4 scores the last image position against the first right-text token
+                image_labels = torch.cat([image_labels, r_text[:, :1]], dim=1)
+            output.image_loss = segment_loss("image", l_len, image_labels)
+        if use_r_text:
+            output.r_text_loss = segment_loss("text", image_end, r_text[:, 1:], ignore_index=0)
+        total, weight_sum = 0.0, 0.0
+        for weight, loss in zip(loss_weights, (output.l_text_loss, output.image_loss, output.r_text_loss), strict=True):
+            if weight and loss is not None:  # a zero weight leaves its segment out, as in the reference
+                total, weight_sum = total + weight * loss, weight_sum + weight
+        output.loss = total / weight_sum
