@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 import rudolph
+import torch
 from rudolph.model import ruDolphModel
 from rudolph.model import utils as ref_utils
 

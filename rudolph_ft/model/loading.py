@@ -76,9 +76,12 @@ def model_from_state_dict(config: RuDolphConfig, state_dict: dict[str, torch.Ten
     """A `RuDolph` holding `state_dict` (ours or the reference's), loaded strictly but for the mask buffers."""
     weights, masks = split_reference_masks(state_dict)
     config = config_for_reference_masks(config, masks)
-    model = RuDolph(config)
+    with torch.device("meta"):  # no random init of weights that are about to be replaced
+        model = RuDolph(config)
     _check_shapes(model, weights)
-    model.load_state_dict(weights, strict=True)
+    weights = {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}  # fp16 files -> fp32
+    model.load_state_dict(weights, strict=True, assign=True)
+    model.reset_buffers()
     return model
 
 

@@ -159,7 +159,8 @@ class Transformer(nn.Module):
         self.final_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layernorm_epsilon)
         self.mask_kinds = [layer_mask_kind(i, config.num_layers) for i in range(config.num_layers)]
         # (4, S, S) bool, True = may attend; moves with the model, never saved in our checkpoints
-        self.register_buffer("masks", build_masks(config), persistent=False)
+        self.register_buffer("masks", build_masks(config, device=self.final_layernorm.weight.device),
+                             persistent=False)
 
 
 class RuDolph(nn.Module):
@@ -185,10 +186,18 @@ class RuDolph(nn.Module):
         self.to_logits = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, config.total_vocab_size))
         self.transformer = Transformer(config)
         # a 0 (pad) at left position i is replaced by the special token `text_vocab_size - l_text_seq_length + i`
-        l_special = torch.arange(config.l_text_seq_length) + config.text_vocab_size - config.l_text_seq_length
-        self.register_buffer("l_text_special_ids", l_special, persistent=False)
+        self.register_buffer("l_text_special_ids", self._l_text_special_ids(), persistent=False)
         self.gradient_checkpointing = config.gradient_checkpointing
         self.apply(self._init_weights)
+
+    def _l_text_special_ids(self, device=None) -> torch.Tensor:
+        cfg = self.config
+        return torch.arange(cfg.l_text_seq_length, device=device) + cfg.text_vocab_size - cfg.l_text_seq_length
+
+    def reset_buffers(self, device: torch.device | str | None = None) -> None:
+        """Rebuild the non-persistent buffers (after `to_empty`, e.g. when weights were loaded onto meta)."""
+        self.transformer.masks = build_masks(self.config, device=device)
+        self.l_text_special_ids = self._l_text_special_ids(device)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
