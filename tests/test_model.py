@@ -233,3 +233,46 @@ def test_random_preset_and_unknown_name():
         load_model("no-such-model")
     with pytest.raises(WeightsNotFoundError, match="no published weights"):
         load_model("tiny")
+
+
+def test_cpu_dropout_statistics_and_gradient():
+    from rudolph_ft.model.rudolph import dropout
+
+    torch.manual_seed(3)
+    x = torch.ones(1_000_003, requires_grad=True)  # odd size: the last 64-bit word is only partly used
+    y = dropout(x, 0.1, training=True)
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - 0.1) < 2e-3
+    assert abs(y.mean().item() - 1.0) < 5e-3  # rescaled: expectation unchanged
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, kept) and torch.allclose(x.grad[kept], y[kept])
+    assert dropout(x, 0.1, training=False) is x
+    torch.manual_seed(3)
+    assert torch.equal(dropout(x, 0.1, training=True), y)  # reproducible from the torch seed
+
+
+def test_cpu_training_attention_path_equals_sdpa():
+    """With a vanishing dropout probability the CPU training path must compute exactly the eval path."""
+    config = SMALL.replace(attention_dropout_prob=1e-9, output_dropout_prob=0.0)
+    model = RuDolph(config)
+    ids = random_ids(config, 2)
+    model.train()
+    train_logits = model(ids).logits
+    model.eval()
+    torch.testing.assert_close(train_logits, model(ids).logits, atol=1e-5, rtol=0)
+    mask = torch.ones(2, config.total_seq_length)  # key padding mask through the same path
+    mask[1, -3:] = 0
+    model.train()
+    train_logits = model(ids, attention_mask=mask).logits
+    model.eval()
+    torch.testing.assert_close(train_logits, model(ids, attention_mask=mask).logits, atol=1e-5, rtol=0)
+
+
+def test_dropout_extremes():
+    from rudolph_ft.model.rudolph import dropout
+
+    x = torch.randn(1000)
+    assert torch.equal(dropout(x, 1e-9, training=True), x)
+    assert torch.equal(dropout(x, 1.0, training=True), torch.zeros(1000))
+    half = dropout(x, 0.5, training=True)
+    assert 0.4 < (half == 0).float().mean() < 0.6

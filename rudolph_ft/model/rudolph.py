@@ -83,6 +83,39 @@ class KVCache:
         return self.index_select(torch.arange(self.batch_size).repeat_interleave(repeats))
 
 
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Dropout; on CPU with keep masks drawn 16 bits at a time (`_Dropout16`), elsewhere `F.dropout`."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu" or p >= 1.0:
+        return F.dropout(x, p, training=True)
+    if round((1.0 - p) * 65536) >= 65536:  # p < 2**-17: below the 16-bit resolution, nothing would drop
+        return x
+    return _Dropout16.apply(x, p)
+
+
+class _Dropout16(torch.autograd.Function):
+    """CPU dropout drawing four 16-bit uniforms per 64-bit random word: ~4x cheaper than `bernoulli_`.
+
+    The keep probability is quantised to 1/65536 (p = 0.1 keeps 58982/65536, i.e. p = 0.100006) and outputs are
+    scaled by the inverse of that exact probability, so the expectation is unchanged. Saves a bool mask.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
+        threshold = round((1.0 - p) * 65536)  # keep when a uniform 16-bit draw is below this
+        words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), 2**63 - 1)
+        keep = words.view(torch.int16)[: x.numel()].view(x.shape) < threshold - 32768
+        ctx.scale = 65536.0 / threshold
+        ctx.save_for_backward(keep)
+        return x.mul(keep).mul_(ctx.scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (keep,) = ctx.saved_tensors
+        return grad.mul(keep).mul_(ctx.scale), None
+
+
 class SelfAttention(nn.Module):
     def __init__(self, config: RuDolphConfig) -> None:
         super().__init__()
@@ -91,7 +124,7 @@ class SelfAttention(nn.Module):
         self.dropout_prob = config.attention_dropout_prob
         self.query_key_value = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.output_dropout = nn.Dropout(config.output_dropout_prob)
+        self.output_dropout_prob = config.output_dropout_prob
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor] | None = None,
                 start: int = 0) -> torch.Tensor:
@@ -104,12 +137,30 @@ class SelfAttention(nn.Module):
             keys[:, :, start:start + length] = key
             values[:, :, start:start + length] = value
             key, value = keys[:, :, :start + length], values[:, :, :start + length]
-        dropout = self.dropout_prob if self.training else 0.0
-        context = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout,
-                                                 scale=1.0 / math.sqrt(self.head_dim))
+        scale = 1.0 / math.sqrt(self.head_dim)
+        if self.training and self.dropout_prob > 0 and x.device.type == "cpu":
+            # CPU SDPA runs its unfused math path when dropout is on; this one fuses scale and mask into one
+            # baddbmm and draws the dropout mask cheaply
+            context = self._cpu_dropout_attention(query, key, value, mask, scale)
+        else:
+            dropout_p = self.dropout_prob if self.training else 0.0
+            context = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout_p,
+                                                     scale=scale)
         context = context.transpose(1, 2).reshape(batch, length, channels)  # (B, T, C)
         output = self.dense(context).clamp(-65504, 65504)  # the reference clamps to the fp16 range
-        return self.output_dropout(output)
+        return dropout(output, self.output_dropout_prob, self.training)
+
+    def _cpu_dropout_attention(self, query, key, value, mask, scale) -> torch.Tensor:
+        batch, heads, length, head_dim = query.shape
+        keys = key.shape[2]
+        bias = torch.zeros(mask.shape, dtype=query.dtype, device=query.device).masked_fill_(~mask, float("-inf"))
+        bias = bias.reshape(-1, length, keys) if bias.dim() == 4 else bias  # (B, 1, T, T_k) -> (B, T, T_k)
+        if bias.dim() == 3 and bias.shape[0] != batch * heads:
+            bias = bias.repeat_interleave(heads, dim=0)
+        scores = torch.baddbmm(bias, query.reshape(-1, length, head_dim),
+                               key.reshape(-1, keys, head_dim).transpose(1, 2), alpha=scale)  # (B*nh, T, T_k)
+        probs = dropout(torch.softmax(scores, dim=-1), self.dropout_prob, True)
+        return torch.bmm(probs, value.reshape(-1, keys, head_dim)).view(batch, heads, length, head_dim)
 
 
 class MLP(nn.Module):
@@ -117,11 +168,12 @@ class MLP(nn.Module):
         super().__init__()
         self.dense_h_to_4h = nn.Linear(config.hidden_size, 4 * config.hidden_size)
         self.dense_4h_to_h = nn.Linear(4 * config.hidden_size, config.hidden_size)
-        self.dropout = nn.Dropout(config.output_dropout_prob)
+        self.dropout_prob = config.output_dropout_prob
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # the reference's "OpenAI gelu" is the tanh approximation
-        return self.dropout(self.dense_4h_to_h(F.gelu(self.dense_h_to_4h(x), approximate="tanh")))
+        x = self.dense_4h_to_h(F.gelu(self.dense_h_to_4h(x), approximate="tanh"))
+        return dropout(x, self.dropout_prob, self.training)
 
 
 class TransformerLayer(nn.Module):
@@ -340,11 +392,12 @@ class RuDolph(nn.Module):
         linear, text = self.to_logits[1], self.config.text_vocab_size
         if head == "joint":
             return linear.weight, linear.bias
-        if head == "text":
-            return linear.weight[:text], linear.bias[:text]
-        if head == "image":
-            return linear.weight[text:], linear.bias[text:]
-        raise ValueError(f"head must be 'joint', 'text' or 'image', got {head!r}")
+        if head not in ("text", "image"):
+            raise ValueError(f"head must be 'joint', 'text' or 'image', got {head!r}")
+        # split (not slicing): its backward is one concatenation instead of a zero-filled full-size gradient
+        part = 0 if head == "text" else 1
+        sizes = [text, linear.weight.shape[0] - text]
+        return linear.weight.split(sizes)[part], linear.bias.split(sizes)[part]
 
     def _logits(self, hidden: torch.Tensor, head: Head) -> torch.Tensor:
         return F.linear(hidden, *self._head_weights(head))
@@ -361,26 +414,32 @@ class RuDolph(nn.Module):
         use_image, use_r_text = length > l_len, length > image_end
         if loss_slicing == "rc4" and not use_r_text:
             raise ValueError("rc4 loss slicing needs the right text (its image labels include its first token)")
-        l_text = torch.where(input_ids[:, :l_len] == 0, self.l_text_special_ids, input_ids[:, :l_len])
-        image_ids, r_text = input_ids[:, l_len:image_end], input_ids[:, image_end:]
-
-        def segment_loss(head: Head, first: int, labels: torch.Tensor, **kwargs) -> torch.Tensor:
-            logits = F.linear(hidden[:, first: first + labels.shape[1]], *self._head_weights(head))
-            return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), **kwargs)
-
         if use_image and cfg.image_vocab_total > cfg.text_vocab_size:
             raise ValueError(f"the reference's left-text loss scores the first image code with the text head, so "
                              f"it needs text vocabulary ({cfg.text_vocab_size}) >= image vocabulary "
                              f"({cfg.image_vocab_total}); true for every official preset")
+        l_text = torch.where(input_ids[:, :l_len] == 0, self.l_text_special_ids, input_ids[:, :l_len])
+        image_ids, r_text = input_ids[:, l_len:image_end], input_ids[:, image_end:]
+
+        # left and right text share one pass through the text head: (B, n_left + n_right, V_text)
         left_labels = torch.cat([l_text[:, 1:], image_ids[:, :1]], dim=1) if use_image else l_text[:, 1:]
-        output.l_text_loss = segment_loss("text", 0, left_labels)
+        n_left = left_labels.shape[1]
+        text_hidden, text_labels = hidden[:, :n_left], left_labels
+        if use_r_text:
+            text_hidden = torch.cat([text_hidden, hidden[:, image_end:length - 1]], dim=1)
+            text_labels = torch.cat([left_labels, r_text[:, 1:].masked_fill(r_text[:, 1:] == 0, -100)], dim=1)
+        token_losses = F.cross_entropy(self._logits(text_hidden, "text").float().flatten(0, 1),
+                                       text_labels.flatten(), reduction="none").view_as(text_labels)
+        output.l_text_loss = token_losses[:, :n_left].mean()
+        if use_r_text:  # mean over the non-pad tokens of the batch, as cross_entropy(ignore_index=0) takes it
+            scored = text_labels[:, n_left:] != -100
+            output.r_text_loss = token_losses[:, n_left:].sum() / scored.sum()
         if use_image:
             image_labels = image_ids[:, 1:]
             if loss_slicing == "rc4":  # rc4 scores the last image position against the first right-text token
                 image_labels = torch.cat([image_labels, r_text[:, :1]], dim=1)
-            output.image_loss = segment_loss("image", l_len, image_labels)
-        if use_r_text:
-            output.r_text_loss = segment_loss("text", image_end, r_text[:, 1:], ignore_index=0)
+            image_logits = self._logits(hidden[:, l_len: l_len + image_labels.shape[1]], "image")
+            output.image_loss = F.cross_entropy(image_logits.float().flatten(0, 1), image_labels.flatten())
         total, weight_sum = 0.0, 0.0
         for weight, loss in zip(loss_weights, (output.l_text_loss, output.image_loss, output.r_text_loss), strict=True):
             if weight and loss is not None:  # a zero weight leaves its segment out, as in the reference
