@@ -11,6 +11,111 @@ app.add_typer(data_app, name="data")
 
 
 # ---- data commands (rudolph_ft/data) -------------------------------------------------------------------------
+# DATA is a CSV/TSV/JSONL table or a folder with data.csv / labels.csv / data.jsonl; images are relative to its folder.
+# Without column options the article's schema is used (index, belok, fats, uglevod, kkal, name, path).
+_DATA_ARG = typer.Argument(..., help="label table (CSV/TSV/JSONL) or a folder holding data.csv / labels.csv")
+_IMAGES_ROOT = typer.Option(None, "--images-root", help="folder the image paths are relative to (default: the "
+                            "table's folder)")
+_TEMPLATE = typer.Option(None, help="caption template over any columns, e.g. 'блюдо: {dish};' (default: the "
+                         "article's template)")
+_CAPTION_COLUMN = typer.Option(None, help="take captions verbatim from this column")
+_IMAGE_COLUMN = typer.Option(None, help="column with the image paths (default: path)")
+_NUMERIC = typer.Option("", help="comma-separated columns that must hold non-negative numbers")
+_REQUIRED = typer.Option("", help="comma-separated columns that must not be empty")
+_LABEL = typer.Option(None, help="column naming each row's class (the dish), for counts")
+
+
+def _data_config(data: str, images_root: str | None, template: str | None, caption_column: str | None,
+                 image_column: str | None, numeric: str, required: str, label: str | None):
+    from .data import config_for
+
+    def names(text: str) -> tuple[str, ...]:
+        return tuple(name.strip() for name in text.split(",") if name.strip())
+
+    return config_for(data, images_root, template=template, caption_column=caption_column, image_column=image_column,
+                      numeric_columns=names(numeric), required_columns=names(required), label_column=label)
+
+
+def _data_error(err: Exception) -> typer.Exit:
+    typer.echo(f"error: {err}", err=True)
+    return typer.Exit(2)
+
+
+@data_app.command("check")
+def data_check(
+    data: str = _DATA_ARG,
+    images_root: str | None = _IMAGES_ROOT,
+    strict: bool = typer.Option(False, "--strict", help="exit with status 1 when any row is excluded"),
+    json_output: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    template: str | None = _TEMPLATE,
+    caption_column: str | None = _CAPTION_COLUMN,
+    image_column: str | None = _IMAGE_COLUMN,
+    numeric: str = _NUMERIC,
+    required: str = _REQUIRED,
+    label: str | None = _LABEL,
+) -> None:
+    """Read every row and image once; print the rows kept and each excluded row with its reason.
+
+    Exit status: 1 with --strict when any row is excluded; 2 when the table cannot be read or an option is wrong.
+    """
+    import json
+
+    from .data import DataError, check_data
+
+    try:
+        config = _data_config(data, images_root, template, caption_column, image_column, numeric, required, label)
+        report = check_data(config, progress=True)
+    except (DataError, ValueError) as err:
+        raise _data_error(err) from None
+    typer.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=2) if json_output else report.summary())
+    if strict and report.excluded:
+        raise typer.Exit(1)
+
+
+@data_app.command("demo")
+def data_demo(
+    out: str = typer.Option("data/demo", help="dataset folder to write"),
+    n: int = typer.Option(300, help="number of photos"),
+    seed: int = typer.Option(0, help="dataset seed"),
+    size: int = typer.Option(128, help="photo side in pixels"),
+    quality: int = typer.Option(90, help="JPEG quality"),
+) -> None:
+    """Draw a synthetic food-photo dataset in the article's CSV format (deterministic for a seed)."""
+    from .data.demo import make_demo
+
+    table = make_demo(out, n=n, seed=seed, size=size, quality=quality)
+    total = sum(path.stat().st_size for path in table.parent.rglob("*") if path.is_file())
+    typer.echo(f"wrote {n} photos and {table} ({total / 1e6:.2f} MB)")
+
+
+@data_app.command("stats")
+def data_stats(
+    data: str = _DATA_ARG,
+    out: str = typer.Option(..., help="folder for the PNG plots and stats.json"),
+    images_root: str | None = _IMAGES_ROOT,
+    template: str | None = _TEMPLATE,
+    caption_column: str | None = _CAPTION_COLUMN,
+    image_column: str | None = _IMAGE_COLUMN,
+    numeric: str = _NUMERIC,
+    required: str = _REQUIRED,
+    label: str | None = _LABEL,
+) -> None:
+    """Counts per dish, caption lengths, nutrient distributions and a word cloud of the kept rows (PNG + JSON)."""
+    from .data import DataError, check_data
+    from .data.stats import write_stats
+
+    try:
+        config = _data_config(data, images_root, template, caption_column, image_column, numeric, required, label)
+        report = check_data(config, read_images=False, progress=True)
+    except (DataError, ValueError) as err:
+        raise _data_error(err) from None
+    stats = write_stats(report, out)
+    typer.echo(f"rows: {stats['rows']}, kept: {stats['kept']}, excluded: {stats['excluded']}"
+               + (" (run `rudolph-ft data check` for the reasons)" if stats["excluded"] else ""))
+    for name, count in stats["per_label"].items():
+        typer.echo(f"  {count:6d}  {name}")
+    for path in stats["files"]:
+        typer.echo(f"wrote {path}")
 
 
 # ---- model commands ------------------------------------------------------------------------------------------

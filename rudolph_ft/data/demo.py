@@ -1,0 +1,168 @@
+"""The synthetic demo dataset: drawn food photos in the article's CSV format (`rudolph-ft data demo`).
+
+Ten dishes, each with its own look; every photo shows a random portion (a heap whose area grows with it, or a
+number of pieces), and its nutrients are the dish's per-unit values times that portion, rounded like a label
+(grams to one decimal, kcal to an integer). A model must read the picture, not just the dish, to get kcal right.
+Sample `i` depends only on `(seed, i)`, so a bigger `n` extends a smaller set.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .config import ARTICLE_COLUMNS
+from .demo_draw import PAINTERS, random_scene, render
+
+__all__ = ["Dish", "DISHES", "DemoSample", "demo_sample", "make_demo"]
+
+
+@dataclass(frozen=True)
+class Dish:
+    """A demo dish: its name in captions, what one unit is, nutrients per unit, and the range of units drawn."""
+
+    slug: str  # ASCII name, used in file names and to pick the painter
+    name: str  # the name in the CSV and in captions
+    unit: str  # what `per_unit` refers to
+    per_unit: tuple[float, float, float, float]  # protein g, fat g, carbohydrate g, kcal
+    amounts: tuple[float, float]  # portion range: size factor (continuous) or piece count (pieces)
+    pieces: bool  # True: a whole number of pieces is drawn; False: a heap whose area is the portion
+
+    def draw_amount(self, rng: np.random.Generator) -> float:
+        """A random portion of this dish."""
+        low, high = self.amounts
+        if self.pieces:
+            return float(rng.integers(int(low), int(high) + 1))
+        return round(float(rng.uniform(low, high)), 2)
+
+    def nutrients(self, amount: float) -> dict[str, str]:
+        """Label values for a portion: `belok`, `fats`, `uglevod` in grams to one decimal, `kkal` an integer."""
+        protein, fat, carbs, kcal = (value * amount for value in self.per_unit)
+        return {"belok": f"{protein:.1f}", "fats": f"{fat:.1f}", "uglevod": f"{carbs:.1f}",
+                "kkal": str(math.floor(kcal + 0.5))}
+
+
+# Per-unit values are typical Russian recipe-table values (kcal ~ 4 P + 9 F + 4 C).
+DISHES: tuple[Dish, ...] = (
+    Dish("borscht", "борщ", "portion of 300 g", (7.5, 9.9, 19.5, 186), (0.5, 1.6), False),
+    Dish("shawarma", "шаурма", "roll of 300 g", (24.0, 30.0, 54.0, 590), (0.5, 1.6), False),
+    Dish("salad", "салат", "portion of 200 g", (2.4, 10.2, 7.8, 130), (0.5, 1.6), False),
+    Dish("pasta", "паста", "portion of 250 g", (15.0, 12.5, 62.5, 420), (0.5, 1.6), False),
+    Dish("blini", "блины", "pancake of 50 g", (3.0, 3.8, 13.0, 98), (1, 6), True),
+    Dish("pelmeni", "пельмени", "dumpling of 12 g", (1.4, 1.6, 3.3, 33), (6, 20), True),
+    Dish("plov", "плов", "portion of 250 g", (15.0, 20.0, 55.0, 460), (0.5, 1.6), False),
+    Dish("omelette", "омлет", "omelette of 2 eggs, 120 g", (11.4, 15.0, 2.4, 190), (0.5, 1.6), False),
+    Dish("syrniki", "сырники", "pancake of 55 g", (8.2, 5.0, 8.3, 111), (1, 6), True),
+    Dish("buckwheat", "гречка", "portion of 200 g", (8.4, 2.2, 42.0, 221), (0.5, 1.6), False),
+)
+
+_IMAGE_NAME = re.compile(r"^\d{4,}_[a-z]+\.jpg$")
+
+
+@dataclass
+class DemoSample:
+    """One demo photo and its label."""
+
+    index: int
+    dish: Dish
+    amount: float  # the portion drawn: size factor or piece count
+    nutrients: dict[str, str]  # label values as written in the CSV
+    image: Image.Image
+
+
+def demo_sample(index: int, seed: int = 0, size: int = 128, amount: float | None = None) -> DemoSample:
+    """Draw demo photo `index` of the set made with `seed`: dish `DISHES[index % 10]`, random scene and portion.
+
+    Args:
+        index: the sample number.
+        seed: the dataset seed.
+        size: side of the square photo in pixels.
+        amount: force this portion instead of the random one (the scene stays the same); 0 draws the empty plate.
+    """
+    rng = np.random.default_rng([seed, index])
+    dish = DISHES[index % len(DISHES)]
+    scene = random_scene(rng)
+    drawn = dish.draw_amount(rng) if amount is None else amount
+    painter = PAINTERS[dish.slug] if drawn > 0 else None
+    return DemoSample(index, dish, drawn, dish.nutrients(drawn), render(scene, painter, drawn, size))
+
+
+def make_demo(out: str | Path, n: int = 300, seed: int = 0, size: int = 128, quality: int = 90) -> Path:
+    """Write a demo dataset: `out/images/NNNN_<dish>.jpg`, `out/data.csv` (the article's columns) and a README.
+
+    Re-running with the same arguments writes byte-identical files; photos of an earlier run that the new
+    one does not contain are removed.
+
+    Args:
+        out: the dataset folder (created if needed).
+        n: number of photos.
+        seed: dataset seed.
+        size: photo side in pixels.
+        quality: JPEG quality.
+
+    Returns:
+        The written `data.csv`.
+    """
+    if n < 1 or size < 16:
+        raise ValueError(f"need n >= 1 and size >= 16, got n={n}, size={size}")
+    out = Path(out)
+    images = out / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    names = {f"{i:04d}_{DISHES[i % len(DISHES)].slug}.jpg" for i in range(n)}
+    for stale in images.iterdir():
+        if _IMAGE_NAME.match(stale.name) and stale.name not in names:
+            stale.unlink()
+    rows = []
+    for i in range(n):
+        sample = demo_sample(i, seed, size)
+        relative = f"images/{i:04d}_{sample.dish.slug}.jpg"
+        sample.image.save(out / relative, quality=quality, optimize=True)
+        rows.append({"index": str(i), **sample.nutrients, "name": sample.dish.name, "path": relative})
+    table = out / "data.csv"
+    with open(table, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(ARTICLE_COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "README.md").write_text(_readme(out, n, seed, size, quality), encoding="utf-8")
+    return table
+
+
+def _readme(out: Path, n: int, seed: int, size: int, quality: int) -> str:
+    command = f"rudolph-ft data demo --out {shlex.quote(out.as_posix())} --n {n} --seed {seed} --size {size}"
+    if quality != 90:
+        command += f" --quality {quality}"
+    dishes = "\n".join(
+        f"| {d.name} | {d.unit} | {' / '.join(f'{v:g}' for v in d.per_unit)} | "
+        f"{'pieces' if d.pieces else 'size x'} {d.amounts[0]:g}..{d.amounts[1]:g} |"
+        for d in DISHES
+    )
+    return f"""# Demo food dataset (synthetic)
+
+{n} food photos, {size}x{size} px, **drawn by a program** (Pillow + numpy): no real photo, no real label.
+Made with rudolph-ft (`rudolph_ft/data/demo.py`) by
+
+    {command}
+
+which rewrites identical files (same seed, Pillow {Image.__version__} and numpy {np.__version__} here). It is the
+default data of the quick start: small enough to fine-tune a tiny model on a CPU.
+
+`data.csv` has the article's columns `{', '.join(ARTICLE_COLUMNS)}` (protein g, fat g, carbohydrates g,
+kcal, dish name, image path relative to this folder). Photo `i` shows dish number `i mod {len(DISHES)}` below on a
+random table and plate, with a random camera position and light, and a random portion: a heap whose area grows in
+proportion to the portion, or a number of pieces. Its nutrients are the per-unit values times the portion, rounded
+like a label (grams to one decimal, kcal to an integer), so a model has to look at the portion, not only at the
+dish, to get kcal right.
+
+| dish | unit | protein / fat / carbs g / kcal per unit | portion drawn |
+| --- | --- | --- | --- |
+{dishes}
+
+License: generated data, free to use (same license as rudolph-ft).
+"""
