@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .config import HubFile
 
-__all__ = ["WeightsNotFoundError", "is_offline", "resolve_file"]
+__all__ = ["WeightsNotFoundError", "is_offline", "resolve_file", "resolve_model_dir", "local_path"]
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -61,3 +61,18 @@ def local_path(path_or_name: str | os.PathLike) -> Path | None:
     """`path_or_name` as an existing local path, or None when it names no file or folder."""
     path = Path(path_or_name).expanduser()
     return path if path.exists() else None
+
+
+def resolve_model_dir(path: str | os.PathLike) -> Path:
+    """A model directory (holding `config.json`): `path` itself, or a training run's `final/` model, else its newest
+    `checkpoints/step-N/`."""
+    path = Path(path).expanduser()
+    if (path / "config.json").is_file():
+        return path
+    if (path / "final" / "config.json").is_file():
+        return path / "final"
+    checkpoints = [p for p in path.glob("checkpoints/step-*") if (p / "config.json").is_file()]
+    if checkpoints:
+        return max(checkpoints, key=lambda p: int(p.name.rsplit("-", 1)[-1]))
+    raise FileNotFoundError(f"{path}: not a model directory (no config.json) nor a training run with a final model "
+                            "or checkpoints")

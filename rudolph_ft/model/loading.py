@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..config import MODEL_PRESETS, RuDolphConfig
-from ..hub import WeightsNotFoundError, resolve_file
+from ..hub import WeightsNotFoundError, resolve_file, resolve_model_dir
 from ..io import atomic_write
 from .masks import MASK_KINDS, build_masks
 from .rudolph import RuDolph
@@ -116,16 +116,13 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def _find_config_and_weights(path: Path, preset: str | None) -> tuple[RuDolphConfig, Path]:
     if path.is_dir():
-        if (path / CONFIG_NAME).is_file() and (path / WEIGHTS_NAME).is_file():
-            return RuDolphConfig.load(path / CONFIG_NAME), path / WEIGHTS_NAME
-        for name in ("model", "final", "last"):  # a training run directory: its newest checkpoint
-            if (path / name / CONFIG_NAME).is_file():
-                return _find_config_and_weights(path / name, preset)
         if (path / "pytorch_model.bin").is_file():
             path = path / "pytorch_model.bin"
-        else:
-            raise FileNotFoundError(f"{path}: no {WEIGHTS_NAME}+{CONFIG_NAME} (rudolph-ft) nor pytorch_model.bin "
-                                    "(official) in this folder")
+        else:  # ours: a model directory, or a training run's final model / newest checkpoint
+            path = resolve_model_dir(path)
+            if not (path / WEIGHTS_NAME).is_file():
+                raise FileNotFoundError(f"{path}: has {CONFIG_NAME} but no {WEIGHTS_NAME}")
+            return RuDolphConfig.load(path / CONFIG_NAME), path / WEIGHTS_NAME
     if path.suffix == ".safetensors" and (path.parent / CONFIG_NAME).is_file():
         return RuDolphConfig.load(path.parent / CONFIG_NAME), path
     if preset is None:

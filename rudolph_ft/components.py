@@ -1,0 +1,116 @@
+"""The three things that must match: a RuDOLPH model, its text tokenizer and its VQGAN image tokenizer.
+
+A model directory (what training writes, what every inference command accepts) holds:
+
+    config.json + model.safetensors     the model (`save_model`)
+    bpe.model                           its tokenizer, when it is not the official one
+    vqgan/                              its VQGAN (`save_vqgan`), when it is not the official one
+    components.json                     names of the official tokenizer / VQGAN it uses otherwise
+
+A training run directory holds such a directory per checkpoint; `hub.resolve_model_dir` picks the final model,
+else the newest checkpoint.
+Official presets use the official ruDALL-E tokenizer (`rudalle`) and VQGAN (`sber-gumbel-f8`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import MODEL_PRESETS
+from .hub import resolve_model_dir
+
+__all__ = ["Components", "load_components", "save_components"]
+
+COMPONENTS_NAME, TOKENIZER_NAME, VQGAN_DIR = "components.json", "bpe.model", "vqgan"
+OFFICIAL = {"tokenizer": "rudalle", "vqgan": "sber-gumbel-f8"}
+
+
+@dataclass
+class Components:
+    """A model with the tokenizers its ids come from."""
+
+    model: object  # RuDolph
+    tokenizer: object  # Tokenizer
+    vqgan: object  # VQGAN
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def load_components(
+    model: str | os.PathLike = "350M",
+    *,
+    tokenizer: str | os.PathLike | None = None,
+    vqgan: str | os.PathLike | None = None,
+    device: torch.device | str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    offline: bool | None = None,
+    pretrained: bool = True,
+) -> Components:
+    """Load a model and the tokenizers that belong to it.
+
+    Args:
+        model: a preset name, an official checkpoint, a model directory or a training run directory.
+        tokenizer, vqgan: override what the model directory (or preset) names.
+        device: where to put the model and the VQGAN.
+        cache_dir, offline: for hub downloads (see `load_model`). pretrained: False for random preset weights.
+    """
+    from .model import load_model
+    from .model.vqgan import load_vqgan
+    from .tokenizer import load_tokenizer
+
+    names = dict(OFFICIAL)
+    name = str(model)
+    if name in MODEL_PRESETS and not Path(name).exists():
+        loaded = load_model(name, pretrained=pretrained, cache_dir=cache_dir, offline=offline, device=device)
+    else:
+        directory = Path(name).expanduser()
+        if directory.is_dir() and not (directory / "pytorch_model.bin").is_file():
+            directory = resolve_model_dir(directory)
+            names.update(_named_components(directory))
+        loaded = load_model(directory, cache_dir=cache_dir, offline=offline, device=device)
+    hub = {"cache_dir": cache_dir, "offline": offline}
+    return Components(
+        model=loaded,
+        tokenizer=load_tokenizer(tokenizer if tokenizer is not None else names["tokenizer"], **hub),
+        vqgan=load_vqgan(vqgan if vqgan is not None else names["vqgan"], device=device, **hub),
+    )
+
+
+def _named_components(directory: Path) -> dict[str, str]:
+    names = {}
+    if (directory / COMPONENTS_NAME).is_file():
+        names.update(json.loads((directory / COMPONENTS_NAME).read_text(encoding="utf-8")))
+    if (directory / TOKENIZER_NAME).is_file():
+        names["tokenizer"] = str(directory / TOKENIZER_NAME)
+    if (directory / VQGAN_DIR / "config.json").is_file():
+        names["vqgan"] = str(directory / VQGAN_DIR)
+    return names
+
+
+def save_components(components: Components, directory: str | os.PathLike, *, tokenizer_name: str | None = None,
+                    vqgan_name: str | None = None) -> Path:
+    """Write a model directory: the model, plus the tokenizer / VQGAN (copied, or named when official)."""
+    from .io import atomic_write
+    from .model import save_model
+    from .model.vqgan import save_vqgan
+
+    directory = save_model(components.model, directory)
+    names = {}
+    if tokenizer_name:
+        names["tokenizer"] = tokenizer_name
+    else:
+        components.tokenizer.save(directory / TOKENIZER_NAME)
+    if vqgan_name:
+        names["vqgan"] = vqgan_name
+    else:
+        save_vqgan(components.vqgan, directory / VQGAN_DIR)
+    text = json.dumps(names, indent=2) + "\n"
+    atomic_write(directory / COMPONENTS_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return directory
