@@ -143,5 +143,11 @@ def smoke(
         typer.echo(line)
 
 
+# ---- training commands (rudolph_ft/train) --------------------------------------------------------------------
+
+
+# ---- inference commands (rudolph_ft/pipelines, rudolph_ft/app.py) ---------------------------------------------
+
+
 def main() -> None:
     app()
