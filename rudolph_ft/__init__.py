@@ -20,6 +20,10 @@ _LAZY = {
     "load_vae": "rudolph_ft.model.vqgan",
     "Tokenizer": "rudolph_ft.tokenizer",
     "load_tokenizer": "rudolph_ft.tokenizer",
+    "train_tokenizer": "rudolph_ft.tokenizer",
+    "load_components": "rudolph_ft.components",
+    "Trainer": "rudolph_ft.train.loop",
+    "load_train_config": "rudolph_ft.train.config",
     "preprocess_image": "rudolph_ft.data.images",
 }
 
