@@ -144,6 +144,42 @@ def smoke(
 
 
 # ---- training commands (rudolph_ft/train) --------------------------------------------------------------------
+DEMO_CONFIG = "configs/demo.yaml"
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(
+    ctx: typer.Context,
+    config: str = typer.Argument(None, help=f"run config YAML (default: {DEMO_CONFIG}, the from-scratch demo)"),
+    resume: str = typer.Option(None, "--resume", help="continue the run in this directory from its last checkpoint"),
+) -> None:
+    """Fine-tune RuDOLPH. Extra arguments `section.key=value` override the config (e.g. train.epochs=3)."""
+    import sys
+
+    from .train.config import ConfigError
+    from .train.loop import TrainingStopped
+    from .train.loop import train as run_training
+
+    config = config if config is not None or resume is not None else _demo_config()
+    if config is not None and "=" in config:  # the first override, not a file
+        ctx.args.insert(0, config)
+        config = _demo_config() if resume is None else None
+    try:
+        summary = run_training(config, list(ctx.args), resume=resume, echo=typer.echo)
+    except (ConfigError, FileNotFoundError, FileExistsError, TrainingStopped, ValueError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    if summary.get("stopped"):
+        sys.exit(130)
+
+
+def _demo_config() -> str:
+    from pathlib import Path
+
+    if not Path(DEMO_CONFIG).is_file():
+        raise typer.BadParameter(f"no config given and {DEMO_CONFIG} not found here: run from the rudolph-ft "
+                                 "checkout or pass a config file")
+    return DEMO_CONFIG
 
 
 # ---- inference commands (rudolph_ft/pipelines, rudolph_ft/app.py) ---------------------------------------------

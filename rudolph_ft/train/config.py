@@ -1,0 +1,239 @@
+"""One training run = one `TrainConfig`: a YAML file plus `section.key=value` overrides; defaults = the article.
+
+The article's recipe (RECIPE §1): 5 epochs, batch 10, lr 2e-5, bitsandbytes 8-bit Adam, OneCycleLR
+(final_div_factor 500, stepped every batch), clip 1.0, loss weights 0.01 / 1 / 7, checkpoint every 500 steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .freeze import FreezeConfig
+
+__all__ = ["TrainConfig", "ConfigError", "load_train_config", "apply_overrides"]
+
+
+class ConfigError(ValueError):
+    """A run configuration that cannot be used; the message names the file and key."""
+
+
+@dataclass
+class ModelSection:
+    """`name`: preset, official checkpoint or model/run directory. `pretrained: false` = random init."""
+
+    name: str = "350M"
+    pretrained: bool = True
+    overrides: dict[str, Any] = field(default_factory=dict)  # RuDolphConfig fields, e.g. gradient_checkpointing
+
+
+@dataclass
+class TokenizerSection:
+    """`name`: `rudalle`, a bpe.model path, or null with `train_vocab_size` set to learn one from the captions."""
+
+    name: str | None = "rudalle"
+    train_vocab_size: int | None = None
+    bpe_dropout: float = 0.0
+
+
+@dataclass
+class VQGANSection:
+    name: str = "sber-gumbel-f8"
+    seed: int | None = None  # random-weight presets only (tiny)
+    views: int = 1  # image-code views per image: 1 = argmax codes; more adds Gumbel-sampled views (augmentation)
+
+
+@dataclass
+class DataSection:
+    """The data (`rudolph_ft.data.DataConfig` fields); `path` is a CSV/JSONL file or a folder with data.csv."""
+
+    path: str = "data/demo"
+    images_root: str | None = None
+    caption: str | None = None  # caption template over the columns (default: the article's)
+    caption_column: str | None = None
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    cache_dir: str | None = None  # image-code cache (default: ~/.cache/rudolph-ft/codes)
+
+
+@dataclass
+class OptimSection:
+    name: str = "adam8bit"  # adam8bit (bitsandbytes) | adamw (torch)
+    lr: float = 2e-5
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    group_lr: dict[str, float] = field(default_factory=dict)  # per freeze role, e.g. {output_head: 1e-4}
+
+
+@dataclass
+class ScheduleSection:
+    name: str = "onecycle"  # onecycle | constant
+    final_div_factor: float = 500.0
+    pct_start: float = 0.3  # torch's OneCycleLR default, as the article left it
+
+
+@dataclass
+class TrainSection:
+    epochs: int = 5
+    batch_size: int = 10  # per process
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    loss_weights: tuple[float, float, float] = (0.01, 1.0, 7.0)  # left text, image, right text
+    precision: str = "no"  # no | bf16 | fp16 (accelerate mixed precision)
+    seed: int = 42
+    nan_policy: str = "stop"  # stop | skip
+    max_steps: int | None = None  # stop early (tests, smoke runs)
+
+
+@dataclass
+class LoggingSection:
+    every: int = 1
+    wandb: str = "off"  # off | online | offline
+    wandb_project: str = "rudolph-ft"
+    progress: bool = True
+
+
+@dataclass
+class EvalSection:
+    every: int = 500  # validation loss + sample captions every N steps (0 = only at the end)
+    samples: int = 4  # fixed validation images captioned at each evaluation
+    final: bool = True  # dish / nutrient metrics on the validation split at the end
+    template: str = "блюдо:"
+    captions_per_image: int = 4
+
+
+@dataclass
+class CheckpointSection:
+    every: int = 500
+    keep: int = 3
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; saved as `run_config.yaml` next to every checkpoint."""
+
+    output_dir: str = "runs/run"
+    model: ModelSection = field(default_factory=ModelSection)
+    tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
+    vqgan: VQGANSection = field(default_factory=VQGANSection)
+    data: DataSection = field(default_factory=DataSection)
+    freeze: FreezeConfig = field(default_factory=FreezeConfig)
+    optim: OptimSection = field(default_factory=OptimSection)
+    schedule: ScheduleSection = field(default_factory=ScheduleSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    logging: LoggingSection = field(default_factory=LoggingSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.train.precision in ("no", "bf16", "fp16"), "train.precision must be no, bf16 or fp16"),
+            (self.train.nan_policy in ("stop", "skip"), "train.nan_policy must be stop or skip"),
+            (self.optim.name in ("adam8bit", "adamw"), "optim.name must be adam8bit or adamw"),
+            (self.schedule.name in ("onecycle", "constant"), "schedule.name must be onecycle or constant"),
+            (self.logging.wandb in ("off", "online", "offline"), "logging.wandb must be off, online or offline"),
+            (self.train.epochs >= 1 and self.train.batch_size >= 1 and self.train.grad_accum >= 1,
+             "train.epochs, train.batch_size and train.grad_accum must be >= 1"),
+            (0.0 <= self.data.val_fraction < 1.0, "data.val_fraction must be in [0, 1)"),
+            (self.vqgan.views >= 1, "vqgan.views must be >= 1"),
+            (self.tokenizer.name is not None or self.tokenizer.train_vocab_size,
+             "tokenizer: give a name/path or train_vocab_size to learn one from the captions"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), allow_unicode=True, sort_keys=False), encoding="utf-8")
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _build(cls, values: dict[str, Any], where: str):
+    """Instantiate dataclass `cls` from a (partial) mapping, recursing into nested sections, naming bad keys."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value or {}, f"{where}.{name}" if where else name)
+        elif typing.get_origin(hint) is dict and isinstance(value, dict):
+            value_type = typing.get_args(hint)[1]
+            kwargs[name] = {k: _coerce(v, value_type, f"{where}.{name}.{k}") for k, v in value.items()}
+        elif typing.get_origin(hint) is tuple and isinstance(value, list):
+            kwargs[name] = tuple(_coerce(v, float, f"{where}.{name}") for v in value)
+        else:
+            kwargs[name] = _coerce(value, hint, f"{where}.{name}" if where else name)
+    try:
+        return cls(**kwargs)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}" if where else str(error)) from None
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where or 'config'}: {error}") from None
+
+
+def _coerce(value, hint, key: str):
+    """YAML 1.1 reads `2e-5` as a string: turn strings into the field's number type, and say so when impossible."""
+    number = next((t for t in (float, int) if hint is t or t in typing.get_args(hint)), None)
+    if number is None or value is None or isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return value
+    try:
+        return number(value) if number is float or isinstance(value, str) else value
+    except ValueError:
+        raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`["train.epochs=3", "optim.lr=1e-4"]` applied onto a nested mapping (values parsed as YAML)."""
+    values = _plain(values)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value (e.g. train.epochs=3)")
+        dotted, raw = item.split("=", 1)
+        target = values
+        *parents, leaf = dotted.strip().split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+        target[leaf] = yaml.safe_load(raw) if raw.strip() else None
+    return values
+
+
+def load_train_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML run config (or the defaults when `path` is None) and apply `section.key=value` overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such config file")
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    values = apply_overrides(values, overrides or [])
+    try:
+        return _build(TrainConfig, values, "")
+    except ConfigError as error:
+        raise ConfigError(f"{path or 'config'}: {error}") from None

@@ -1,0 +1,297 @@
+"""The training loop: `Trainer(config).run()` fine-tunes RuDOLPH with the article's recipe as defaults.
+
+Device placement, mixed precision and multi-process data parallelism come from `accelerate`
+(`accelerate launch -m rudolph_ft train ...`). A run directory holds everything needed to resume:
+
+    RUN/run_config.yaml   the config      RUN/metrics.jsonl, metrics.csv, loss_curve.png   per-step metrics
+    RUN/bpe.model         a tokenizer learned from the captions (when configured)
+    RUN/checkpoints/step-N/   model directory + training state      RUN/final/   the trained model directory
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from ..components import Components, save_components
+from .checkpoint import (
+    Progress,
+    capture_rng,
+    latest_checkpoint,
+    load_training_state,
+    progress_dict,
+    restore_rng,
+    save_checkpoint,
+)
+from .config import TrainConfig, load_train_config
+from .data import assemble_batch, batch_order
+from .freeze import apply_freeze, freeze_table
+from .metrics import MetricsLog
+from .optim import build_optimizer, build_scheduler
+from .prepare import prepare_run
+
+__all__ = ["Trainer", "TrainingStopped", "train"]
+
+
+class TrainingStopped(RuntimeError):
+    """Training stopped before its end (signal or non-finite loss); the message says how to go on."""
+
+
+class Trainer:
+    """Fine-tunes a RuDOLPH model as `config` says; `run()` returns a summary dict.
+
+    Args:
+        config: the run configuration.
+        resume: continue the newest checkpoint of `config.output_dir` (per-step losses continue bitwise on CPU).
+        on_step: called after every optimizer step with (trainer, metrics dict); may call `request_stop()`.
+        echo: where progress messages go (default: print).
+    """
+
+    def __init__(self, config: TrainConfig, *, resume: bool = False,
+                 on_step: Callable[[Trainer, dict], None] | None = None, echo: Callable[[str], None] = print) -> None:
+        from accelerate import Accelerator
+
+        self.config = config
+        self.run_dir = Path(config.output_dir)
+        self.resume = resume
+        self.on_step = on_step
+        self.accelerator = Accelerator(mixed_precision=config.train.precision)
+        self.echo = echo if self.accelerator.is_main_process else (lambda message: None)
+        self._stop_reason: str | None = None
+        self._saved_step = -1
+        self.progress = Progress()
+
+    # ---- public --------------------------------------------------------------------------------------------
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Finish the current step, save a checkpoint and stop (what Ctrl-C / SIGTERM do)."""
+        self._stop_reason = reason
+
+    def run(self) -> dict:
+        cfg = self.config
+        checkpoint = self._checkpoint_to_resume()
+        torch.manual_seed(cfg.train.seed + self.accelerator.process_index)
+        random.seed(cfg.train.seed)
+        self.text_rng = random.Random(cfg.train.seed)
+        self.prepared = prepare_run(cfg, self.run_dir, checkpoint, echo=self.echo,
+                                    is_main=self.accelerator.is_main_process)
+        model = self.prepared.components.model
+        roles = apply_freeze(model, cfg.freeze)
+        self.echo(freeze_table(model, roles))
+        optimizer = build_optimizer(model, roles, cfg.optim)
+        self.batches_per_epoch = len(self._epoch_batches(0))
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.train.grad_accum)
+        self.total_steps = self.steps_per_epoch * cfg.train.epochs
+        if cfg.train.max_steps:
+            self.total_steps = min(self.total_steps, cfg.train.max_steps)
+        scheduler = build_scheduler(optimizer, cfg.schedule, self.steps_per_epoch * cfg.train.epochs)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.scheduler = scheduler
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        self.metrics = MetricsLog(self.run_dir, enabled=self.accelerator.is_main_process, config=cfg,
+                                  truncate_after=self.progress.step)
+        with _stop_on_signals(self):
+            self._train()
+        return self._finish()
+
+    # ---- the loop ------------------------------------------------------------------------------------------
+    def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        """This process's batches of the epoch: each global batch split across processes."""
+        cfg, acc = self.config.train, self.accelerator
+        global_batches = batch_order(len(self.prepared.train), cfg.batch_size * acc.num_processes, cfg.seed, epoch,
+                                     drop_last=acc.num_processes > 1)
+        return [batch[acc.process_index::acc.num_processes] for batch in global_batches]
+
+    def _train(self) -> None:
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        bar = tqdm(total=self.total_steps, initial=self.progress.step, desc="train", unit="step", dynamic_ncols=True,
+                   disable=not (cfg.logging.progress and self.accelerator.is_main_process))
+        self.model.train()
+        epoch, batches = None, []
+        while self.progress.step < self.total_steps and self._stop_reason is None:
+            if epoch != self.progress.epoch:
+                epoch, batches = self.progress.epoch, self._epoch_batches(self.progress.epoch)
+            if self.progress.batch_in_epoch >= len(batches):
+                self.progress.epoch, self.progress.batch_in_epoch = self.progress.epoch + 1, 0
+                continue
+            group = batches[self.progress.batch_in_epoch:self.progress.batch_in_epoch + cfg.train.grad_accum]
+            metrics = self._optimizer_step(group)
+            self.progress.batch_in_epoch += len(group)
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}",
+                            samples_s=f"{metrics['samples_per_s']:.1f}")
+            self._after_step(metrics)
+        bar.close()
+
+    def _optimizer_step(self, group: list[list[int]]) -> dict:
+        cfg, acc, model = self.config, self.accelerator, self.model
+        start = time.perf_counter()
+        totals = {"loss": 0.0, "l_text_loss": 0.0, "image_loss": 0.0, "r_text_loss": 0.0}
+        samples = sum(len(b) for b in group)
+        for i, indices in enumerate(group):
+            input_ids = self._batch(indices).to(acc.device)
+            sync = acc.no_sync(model) if i < len(group) - 1 and acc.num_processes > 1 else _null()
+            with sync, acc.autocast():
+                out = model(input_ids, loss_weights=tuple(cfg.train.loss_weights))
+                acc.backward(out.loss / len(group))
+            for name in totals:
+                value = getattr(out, name)
+                totals[name] += (value.item() if value is not None else float("nan")) / len(group)
+        self.progress.step += 1
+        self.progress.samples_seen += samples * acc.num_processes
+        if not math.isfinite(totals["loss"]):
+            self._non_finite(totals["loss"])
+        grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.train.max_grad_norm)
+        lr = self.optimizer.param_groups[0]["lr"]
+        if math.isfinite(totals["loss"]):
+            self.optimizer.step()
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        elapsed = time.perf_counter() - start
+        return {"step": self.progress.step, "epoch": self.progress.epoch, **totals, "lr": lr,
+                "grad_norm": float(grad_norm), "samples_per_s": samples * acc.num_processes / elapsed}
+
+    def _batch(self, indices: list[int]) -> torch.Tensor:
+        cfg, prepared = self.config, self.prepared
+        return assemble_batch(prepared.train, indices, l_text_seq_length=prepared.l_text_seq_length,
+                              seed=cfg.train.seed, step=self.progress.step, tokenizer=prepared.components.tokenizer,
+                              bpe_dropout=cfg.tokenizer.bpe_dropout, text_rng=self.text_rng)
+
+    def _non_finite(self, loss: float) -> None:
+        if self.config.train.nan_policy == "skip":
+            self.echo(f"step {self.progress.step}: loss is {loss}; step skipped (train.nan_policy=skip)")
+            return
+        raise TrainingStopped(
+            f"step {self.progress.step}: loss is {loss}. Lower optim.lr, check the data (`rudolph-ft data check`), "
+            f"use train.precision=no or bf16, or set train.nan_policy=skip to skip such steps. The last checkpoint "
+            f"is in {self.run_dir / 'checkpoints'}.")
+
+    def _after_step(self, metrics: dict) -> None:
+        cfg, step = self.config, self.progress.step
+        if step % cfg.logging.every == 0 or step == self.total_steps:
+            self.metrics.log(metrics)
+        if cfg.eval.every and step % cfg.eval.every == 0 and step < self.total_steps:
+            self._evaluate(final=False)
+        if self.on_step is not None:
+            self.on_step(self, metrics)
+        if (cfg.checkpoint.every and step % cfg.checkpoint.every == 0) or self._stop_reason is not None:
+            self._save_checkpoint()
+
+    # ---- evaluation, checkpoints, the end -----------------------------------------------------------------
+    def _evaluate(self, final: bool) -> dict:
+        from .evaluate import evaluate_during_training
+
+        result = evaluate_during_training(self, final=final)
+        self.model.train()
+        return result
+
+    def _components(self) -> Components:
+        prepared = self.prepared
+        return Components(self.accelerator.unwrap_model(self.model), prepared.components.tokenizer,
+                          prepared.components.vqgan)
+
+    def _write_model(self, directory: Path) -> None:
+        save_components(self._components(), directory, **self.prepared.component_names)
+        self.config.save(directory / "run_config.yaml")
+
+    def _save_checkpoint(self) -> None:
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process or self._saved_step == self.progress.step:
+            return
+        self._saved_step = self.progress.step
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "progress": progress_dict(self.progress), "rng": capture_rng(self.text_rng)}
+        path = save_checkpoint(self.run_dir, self.progress.step, self._write_model, state, self.config.checkpoint.keep)
+        self.metrics.plot()
+        self.echo(f"checkpoint: {path}")
+
+    def _checkpoint_to_resume(self) -> Path | None:
+        found = latest_checkpoint(self.run_dir)
+        if self.resume:
+            if found is None:
+                raise FileNotFoundError(f"{self.run_dir}: no checkpoint to resume (checkpoints/step-N with "
+                                        "training_state.pt); start a new run instead")
+            self.echo(f"resuming from {found}")
+            return found
+        if found is not None or (self.run_dir / "final").exists():
+            raise FileExistsError(f"{self.run_dir} already holds a run; resume it with `rudolph-ft train --resume "
+                                  f"{self.run_dir}` or choose another output_dir")
+        return None
+
+    def _restore(self, checkpoint: Path) -> None:
+        state = load_training_state(checkpoint)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.progress = state["progress"]
+        restore_rng(state["rng"], self.text_rng)
+
+    def _finish(self) -> dict:
+        summary = {"run_dir": str(self.run_dir), "steps": self.progress.step, "epochs_done": self.progress.epoch,
+                   "stopped": self._stop_reason}
+        if self._stop_reason is not None:
+            self.echo(f"{self._stop_reason}: stopped after step {self.progress.step}, checkpoint saved. Resume with:\n"
+                      f"  rudolph-ft train --resume {self.run_dir}")
+            return summary
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            self._save_checkpoint()
+            self._write_model(self.run_dir / "final")
+            self.echo(f"trained model: {self.run_dir / 'final'}")
+        if self.config.eval.final:
+            summary["eval"] = self._evaluate(final=True)
+        return summary
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _stop_on_signals:
+    """Ctrl-C / SIGTERM ask the trainer to stop after the current step (a second Ctrl-C interrupts at once)."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.previous: dict[int, object] = {}
+
+    def _handler(self, signum, frame) -> None:
+        if self.trainer._stop_reason is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.trainer.request_stop(f"received {signal.Signals(signum).name}")
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        return False
+
+
+def train(config_path: str | Path | None = None, overrides: list[str] | None = None, *, resume: str | None = None,
+          echo: Callable[[str], None] = print) -> dict:
+    """Run training from a YAML config (+ overrides), or resume the run in directory `resume`."""
+    if resume is not None:
+        run_config = Path(resume) / "run_config.yaml"
+        if not run_config.is_file():
+            raise FileNotFoundError(f"{resume}: no run_config.yaml; is this a rudolph-ft run directory?")
+        config = load_train_config(run_config, [*(overrides or []), f"output_dir={resume}"])
+    else:
+        config = load_train_config(config_path, overrides)
+    return Trainer(config, resume=resume is not None, echo=echo).run()

@@ -1,0 +1,132 @@
+"""Everything a run needs before its first step: model, tokenizers and the data as tensors (checked, split,
+encoded once)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..components import TOKENIZER_NAME, Components
+from ..config import VQGAN_PRESETS
+from .config import TrainConfig
+from .data import Examples
+
+__all__ = ["Prepared", "prepare_run"]
+
+
+@dataclass
+class Prepared:
+    components: Components
+    train: Examples
+    val: Examples
+    component_names: dict  # official names to record instead of copies (save_components keywords)
+    data_report: object
+
+    @property
+    def l_text_seq_length(self) -> int:
+        return self.components.model.config.l_text_seq_length
+
+
+def prepare_run(config: TrainConfig, run_dir: Path, checkpoint: Path | None, *, echo: Callable[[str], None] = print,
+                is_main: bool = True) -> Prepared:
+    """Load (or resume) the model, tokenizer and VQGAN; check, split and encode the data."""
+    from ..model import load_model
+    from ..model.vqgan import load_vqgan
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if checkpoint is not None:
+        model = load_model(checkpoint)
+    else:
+        model = load_model(config.model.name, pretrained=config.model.pretrained, **config.model.overrides)
+    model.train()
+    random_vqgan = config.vqgan.name in VQGAN_PRESETS and VQGAN_PRESETS[config.vqgan.name].hub is None
+    vqgan = load_vqgan(config.vqgan.name, seed=config.vqgan.seed if random_vqgan else None)
+    _check_image_layout(model.config, vqgan)
+    dataset = _load_dataset(config, model.config.image_size, echo)
+    train_set, val_set = dataset.split()
+    tokenizer = _tokenizer(config, run_dir, train_set.captions, echo, is_main)
+    _check_vocabularies(model.config, tokenizer, vqgan)
+    components = Components(model, tokenizer, vqgan)
+    train = _examples(train_set, components, config, echo)
+    val = _examples(val_set, components, config, echo)
+    echo(f"data: {len(train)} training and {len(val)} validation examples")
+    # official components are recorded by name; anything else is copied into each saved model directory
+    names = {"tokenizer_name": config.tokenizer.name if config.tokenizer.name == "rudalle" else None,
+             "vqgan_name": None if random_vqgan or config.vqgan.name not in VQGAN_PRESETS else config.vqgan.name}
+    return Prepared(components, train, val, names, dataset.report)
+
+
+def _load_dataset(config: TrainConfig, image_size: int, echo):
+    from ..data import CaptionedImageDataset
+    from ..data.config import config_for
+
+    data = config.data
+    data_config = config_for(data.path, data.images_root, template=data.caption, caption_column=data.caption_column,
+                             image_size=image_size, val_fraction=data.val_fraction, split_seed=data.split_seed)
+    dataset = CaptionedImageDataset(data_config, progress=config.logging.progress)
+    report = dataset.report
+    if report.excluded:
+        echo(report.summary())  # every excluded row with its reason: never a silent substitute
+    if len(dataset) == 0:
+        raise ValueError(f"{data.path}: no usable rows (see the report above; `rudolph-ft data check {data.path}`)")
+    return dataset
+
+
+def _tokenizer(config: TrainConfig, run_dir: Path, captions: list[str], echo, is_main: bool):
+    from ..tokenizer import load_tokenizer, train_tokenizer
+
+    learned = run_dir / TOKENIZER_NAME
+    if config.tokenizer.name is not None:
+        return load_tokenizer(config.tokenizer.name)
+    if learned.is_file():  # resumed run: the vocabulary learned at its start
+        return load_tokenizer(learned)
+    tokenizer = train_tokenizer(captions, config.tokenizer.train_vocab_size)
+    if is_main:
+        tokenizer.save(learned)
+    echo(f"tokenizer: learned {tokenizer.vocab_size} BPE ids from {len(captions)} training captions -> {learned}")
+    return tokenizer
+
+
+def _check_image_layout(model_config, vqgan) -> None:
+    expected = vqgan.image_tokens_per_dim(model_config.image_size)
+    if expected != model_config.image_tokens_per_dim:
+        raise ValueError(f"the VQGAN turns {model_config.image_size} px images into {expected}x{expected} codes, the "
+                         f"model expects {model_config.image_tokens_per_dim}x{model_config.image_tokens_per_dim}")
+
+
+def _check_vocabularies(model_config, tokenizer, vqgan) -> None:
+    if vqgan.num_codes > model_config.image_vocab_size:
+        raise ValueError(f"the VQGAN has {vqgan.num_codes} codes but the model only {model_config.image_vocab_size} "
+                         "image tokens: pick a matching vqgan.name")
+    if tokenizer.vocab_size > model_config.vocab_size:
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the model's text vocabulary is "
+                         f"{model_config.vocab_size}: pick a matching tokenizer or a smaller train_vocab_size")
+
+
+def _examples(dataset, components: Components, config: TrainConfig, echo) -> Examples:
+    r_len = components.model.config.r_text_seq_length
+    captions = dataset.captions
+    codes = _image_codes(dataset, components.vqgan, config, components.model.config.image_seq_length)
+    r_text = components.tokenizer.encode_batch(captions, r_len) if captions else torch.zeros(0, r_len, dtype=torch.long)
+    too_long = int((r_text[:, -1] != 0).sum()) if len(captions) else 0
+    if too_long:
+        echo(f"note: {too_long} caption(s) longer than the right text ({r_len} tokens) are truncated")
+    meta = [dataset.describe(i) for i in range(len(dataset))]
+    return Examples(codes=codes, captions=captions, r_text=r_text, meta=meta)
+
+
+def _image_codes(dataset, vqgan, config: TrainConfig, image_seq_length: int) -> torch.Tensor:
+    """(N, views, h*w) codes of every image, encoded once."""
+    batches, views = [], config.vqgan.views
+    generator = torch.Generator().manual_seed(config.train.seed)
+    for start in range(0, len(dataset), 16):
+        images = torch.stack([dataset[i]["image"] for i in range(start, min(start + 16, len(dataset)))])
+        view_codes = [vqgan.encode(images)]
+        view_codes += [vqgan.encode(images, gumbel=True, generator=generator) for _ in range(views - 1)]
+        batches.append(torch.stack(view_codes, dim=1))
+    if not batches:
+        return torch.zeros(0, views, image_seq_length, dtype=torch.long)
+    return torch.cat(batches)
