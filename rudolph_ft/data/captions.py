@@ -27,7 +27,7 @@ class CaptionRules:
         template: `str.format` template over the row's columns, e.g. `"блюдо: {name}; ккал: {kkal};"`; values are
             inserted as written in the file. Used when `column` is None.
         column: take the caption verbatim from this column instead of a template.
-        lowercase: lower-case the caption (the article does; the text tokenizer does not change case, so captions are lower-cased here as the article does).
+        lowercase: lower-case the caption, as the article does (the text tokenizer does not change case).
         min_chars: keep a caption only if `min_chars < len(caption)`; None for no lower bound.
         max_chars: keep a caption only if `len(caption) < max_chars`; None for no upper bound.
     """
