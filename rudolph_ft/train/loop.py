@@ -61,7 +61,8 @@ class Trainer:
         self.run_dir = Path(config.output_dir)
         self.resume = resume
         self.on_step = on_step
-        self.accelerator = Accelerator(mixed_precision=config.train.precision)
+        # without a GPU, cpu=True is what makes accelerate run several processes (torchrun) as gloo data parallel
+        self.accelerator = Accelerator(mixed_precision=config.train.precision, cpu=not torch.cuda.is_available())
         self.echo = echo if self.accelerator.is_main_process else (lambda message: None)
         self._stop_reason: str | None = None
         self._saved_step = -1
@@ -145,6 +146,9 @@ class Trainer:
             for name in totals:
                 value = getattr(out, name)
                 totals[name] += (value.item() if value is not None else float("nan")) / len(group)
+        if acc.num_processes > 1:  # log the mean over processes, as the gradients are averaged
+            values = torch.tensor(list(totals.values()), device=acc.device)
+            totals = dict(zip(totals, acc.reduce(values, reduction="mean").tolist(), strict=True))
         self.progress.step += 1
         self.progress.samples_seen += samples * acc.num_processes
         if not math.isfinite(totals["loss"]):
@@ -240,11 +244,11 @@ class Trainer:
             self.echo(f"{self._stop_reason}: stopped after step {self.progress.step}, checkpoint saved. Resume with:\n"
                       f"  rudolph-ft train --resume {self.run_dir}")
             return summary
-        self.accelerator.wait_for_everyone()
+        self._save_checkpoint()  # every process enters its barrier
         if self.accelerator.is_main_process:
-            self._save_checkpoint()
             self._write_model(self.run_dir / "final")
             self.echo(f"trained model: {self.run_dir / 'final'}")
+        self.accelerator.wait_for_everyone()
         if self.config.eval.final:
             summary["eval"] = self._evaluate(final=True)
         return summary
