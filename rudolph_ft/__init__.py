@@ -16,6 +16,7 @@ _LAZY = {
     "load_model": "rudolph_ft.model",
     "save_model": "rudolph_ft.model",
     "VQGAN": "rudolph_ft.model.vqgan",
+    "save_vqgan": "rudolph_ft.model.vqgan",
     "load_vqgan": "rudolph_ft.model.vqgan",
     "load_vae": "rudolph_ft.model.vqgan",
     "Tokenizer": "rudolph_ft.tokenizer",
