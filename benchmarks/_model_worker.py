@@ -4,11 +4,9 @@ imported there, for the preset's numbers)."""
 
 import argparse
 import json
-import resource
-import statistics
-import time
 
 import torch
+from _common import time_steps
 
 from rudolph_ft.config import RuDolphConfig
 
@@ -117,21 +115,8 @@ def main() -> None:
             def step():
                 with torch.autocast(device.type, dtype=dtype):
                     inner()
-    times = []
-    for i in range(args.warmup + args.steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= args.warmup:
-            times.append(time.perf_counter() - start)
-    if device.type == "cuda":
-        peak_mb = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({"step_s": statistics.median(times), "times": times, "peak_mem_mb": peak_mb}))
+    result = time_steps(step, warmup=args.warmup, steps=args.steps, device=device)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

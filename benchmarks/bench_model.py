@@ -17,27 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
+from _common import DEFAULT_REF_PYTHON, cell, run_worker
+
 WORKER = Path(__file__).with_name("_model_worker.py")
-DEFAULT_REF = Path(__file__).resolve().parents[1] / ".venv-ref" / "bin" / "python"
 
 
-def run_worker(python: str, impl: str, args, batch: int) -> dict:
-    if not Path(python).exists():
-        return {"error": f"no python at {python}: build the reference env with "
-                         "`bash scripts/make-reference-env.sh .venv-ref` or pass --ref-python"}
-    command = [python, str(WORKER), "--impl", impl, "--preset", args.preset, "--batch", str(batch),
-               "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device,
-               "--dtype", args.dtype, "--threads", str(args.threads)]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
-    if done.returncode:
-        sys.stderr.write(done.stderr)
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def run(python: str, impl: str, args, batch: int) -> dict:
+    return run_worker(python, WORKER, ["--impl", impl, "--preset", args.preset, "--batch", str(batch),
+                                       "--steps", str(args.steps), "--warmup", str(args.warmup), "--device",
+                                       args.device, "--dtype", args.dtype, "--threads", str(args.threads)])
 
 
 def main() -> None:
@@ -49,16 +40,16 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--ref-python", default=os.environ.get("RUDOLPH_REF_PYTHON", str(DEFAULT_REF)))
+    parser.add_argument("--ref-python", default=DEFAULT_REF_PYTHON)
     parser.add_argument("--no-reference", action="store_true")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args()
 
     rows = []
     for batch in args.batch_sizes:
-        ours = run_worker(sys.executable, "ours", args, batch)
-        ref = {"error": "skipped"} if args.no_reference else run_worker(args.ref_python, "reference", args, batch)
-        gemm = run_worker(sys.executable, "gemm", args, batch)
+        ours = run(sys.executable, "ours", args, batch)
+        ref = {"error": "skipped"} if args.no_reference else run(args.ref_python, "reference", args, batch)
+        gemm = run(sys.executable, "gemm", args, batch)
         row = {"batch": batch, "ours": ours, "reference": ref, "gemm": gemm}
         if "step_s" in ours and "step_s" in ref:
             row["speedup"] = ref["step_s"] / ours["step_s"]
@@ -81,8 +72,6 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for row in rows:
-        def cell(value, spec):
-            return format(value, spec) if isinstance(value, (int, float)) else "-".rjust(int(spec.split(".")[0]))
         ours, ref, gemm = row["ours"], row["reference"], row["gemm"]
         print(f"{row['batch']:>5} | {cell(ours.get('step_s'), '7.2f')} {cell(ref.get('step_s'), '7.2f')} "
               f"{cell(gemm.get('step_s'), '7.2f')} | {cell(row.get('speedup'), '6.2f')}x | "
