@@ -173,6 +173,30 @@ def train(
         sys.exit(130)
 
 
+@app.command("eval")
+def eval_command(
+    model: str = typer.Option(..., "--model", help="a training run directory, model directory or preset"),
+    data: str = typer.Option(None, "--data", help="labelled data (CSV / folder); default: the run's validation split"),
+    images_root: str = typer.Option(None, "--images-root", help="folder the data's image paths are relative to"),
+    captions: int = typer.Option(8, "--captions", help="captions sampled per photo"),
+    seed: int = typer.Option(43, help="sampling seed"),
+    out: str = typer.Option(None, "--out", help="write the full report (JSON) here"),
+    modality_check: bool = typer.Option(True, help="also score with the photos swapped between examples"),
+) -> None:
+    """Dish accuracy and kcal / nutrient MAE from generated captions, next to the always-the-mean baseline."""
+    import json
+    from pathlib import Path
+
+    from .train.evaluate import evaluate_labelled_data, format_report
+
+    report = evaluate_labelled_data(model, data, images_root=images_root, n=captions, seed=seed,
+                                    modality_check=modality_check, echo=typer.echo)
+    typer.echo(format_report(report))
+    if out:
+        Path(out).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        typer.echo(f"report: {out}")
+
+
 def _demo_config() -> str:
     from pathlib import Path
 

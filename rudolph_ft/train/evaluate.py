@@ -1,10 +1,25 @@
-"""Evaluation during and after training: validation loss now; caption metrics join once generation lands."""
+"""Evaluation: validation loss during training; dish accuracy and nutrient errors from generated captions.
+
+`evaluate_predictions` scores a model the way a user meets it: sample captions for each photo, rerank, parse
+`блюдо: …; белков: …; жиров: …; углеводов: …; ккал: …;`, aggregate, and compare with the labels. It reports the
+always-the-mean baseline (majority dish, mean nutrients) next to the model, and the modality check of the course
+notebook: the same metrics with every photo swapped for another example's, showing how much the answer depends
+on the picture.
+"""
 
 from __future__ import annotations
 
+import statistics
+from collections import Counter
+from collections.abc import Sequence
+
 import torch
 
-__all__ = ["validation_loss", "evaluate_during_training"]
+__all__ = ["validation_loss", "evaluate_predictions", "evaluate_labelled_data", "evaluate_during_training",
+           "format_report", "NUTRIENTS"]
+
+#: prediction field -> label column of the article's CSV
+NUTRIENTS = {"kcal": "kkal", "protein": "belok", "fat": "fats", "carbs": "uglevod"}
 
 
 @torch.no_grad()
@@ -24,7 +39,135 @@ def validation_loss(model, examples, *, l_text_seq_length: int, loss_weights, ba
     return {k: v / max(count, 1) for k, v in totals.items()}
 
 
+def _targets(meta: dict) -> dict:
+    values = meta.get("meta", meta)
+    target = {"dish": str(values.get("name", "")).strip().lower() or None}
+    for field, column in NUTRIENTS.items():
+        target[field] = float(values[column]) if values.get(column) not in (None, "") else None
+    return target
+
+
+def _scores(predictions: Sequence[dict], targets: Sequence[dict], fallback: dict) -> dict:
+    """Dish accuracy and nutrient MAE; a missing prediction counts as the fallback (the baseline's answer)."""
+    result = {"n": len(targets)}
+    dishes = [(p.get("dish"), t["dish"]) for p, t in zip(predictions, targets, strict=True) if t["dish"]]
+    if dishes:
+        result["dish_accuracy"] = sum(p == t for p, t in dishes) / len(dishes)
+    for field in NUTRIENTS:
+        pairs = [(p.get(field) if p.get(field) is not None else fallback[field], t[field])
+                 for p, t in zip(predictions, targets, strict=True) if t[field] is not None]
+        if pairs:
+            result[f"{field}_mae"] = sum(abs(p - t) for p, t in pairs) / len(pairs)
+    mean_kcal = fallback.get("kcal")
+    if "kcal_mae" in result and mean_kcal:
+        result["kcal_mae_pct_of_mean"] = 100 * result["kcal_mae"] / mean_kcal
+    result["parsed_fraction"] = sum(p.get("kcal") is not None and p.get("dish") is not None
+                                    for p in predictions) / max(len(predictions), 1)
+    return result
+
+
+def _baseline_answer(reference_targets: Sequence[dict]) -> dict:
+    dishes = Counter(t["dish"] for t in reference_targets if t["dish"])
+    answer = {"dish": dishes.most_common(1)[0][0] if dishes else None}
+    for field in NUTRIENTS:
+        values = [t[field] for t in reference_targets if t[field] is not None]
+        answer[field] = statistics.fmean(values) if values else 0.0
+    return answer
+
+
+def evaluate_predictions(components, images: Sequence, metas: Sequence[dict], *,
+                         baseline_from: Sequence[dict] | None = None, modality_check: bool = True,
+                         n: int = 8, best: int = 4, seed: int = 43, template: str = "блюдо:",
+                         batch_size: int = 16) -> dict:
+    """Score nutrition predictions on labelled photos.
+
+    Args:
+        components: model + tokenizer + VQGAN.
+        images: photos (paths, PIL images or tensors); `metas`: their labels (the article's columns).
+        baseline_from: labels the always-the-mean baseline is computed from (default: the evaluated labels).
+        modality_check: also score with each photo replaced by another example's photo.
+        n, best, seed, template, batch_size: caption sampling (see `predict_nutrition`).
+
+    Returns:
+        {"model": scores, "baseline": scores, "images_swapped": scores, "examples": [...]}; scores hold
+        dish_accuracy, kcal/protein/fat/carbs MAE, kcal MAE in % of the mean kcal and the parsed fraction.
+    """
+    from ..pipelines.predict import predict_nutrition_batch
+
+    targets = [_targets(m) for m in metas]
+    fallback = _baseline_answer([_targets(m) for m in baseline_from] if baseline_from else targets)
+    options = {"n": n, "best": best, "seed": seed, "template": template, "batch_size": batch_size}
+    predictions = [p.to_dict() for p in predict_nutrition_batch(components, list(images), **options)]
+    report = {"model": _scores(predictions, targets, fallback),
+              "baseline": _scores([fallback] * len(targets), targets, fallback)}
+    if modality_check and len(images) > 1:
+        swapped = list(images[1:]) + list(images[:1])  # every photo replaced by the next example's
+        swapped_predictions = [p.to_dict() for p in predict_nutrition_batch(components, swapped, **options)]
+        report["images_swapped"] = _scores(swapped_predictions, targets, fallback)
+    report["examples"] = [{"target": t, "predicted": {k: p.get(k) for k in ("dish", *NUTRIENTS)},
+                           "best_caption": (p.get("evidence") or [{}])[0].get("text")}
+                          for t, p in zip(targets, predictions, strict=True)]
+    return report
+
+
+def evaluate_labelled_data(model: str, data: str | None = None, *, images_root: str | None = None,
+                           echo=print, **options) -> dict:
+    """`evaluate_predictions` for a model (run dir, model dir, preset) on labelled data.
+
+    Without `data`, a training run is evaluated on its own validation split (from its run_config.yaml), with
+    the baseline taken from its training split.
+    """
+    from pathlib import Path
+
+    from ..components import load_components
+    from ..data import CaptionedImageDataset
+    from ..data.config import config_for
+    from ..hub import resolve_model_dir
+
+    components = load_components(model)
+    image_size = components.model.config.image_size
+    baseline = None
+    if data is None:
+        from .config import load_train_config
+
+        run_config = resolve_model_dir(model) / "run_config.yaml"
+        if not run_config.is_file():
+            raise FileNotFoundError(f"{model}: no run_config.yaml to find its validation split; pass --data")
+        section = load_train_config(run_config).data
+        dataset = CaptionedImageDataset(config_for(
+            section.path, section.images_root, template=section.caption, caption_column=section.caption_column,
+            image_size=image_size, val_fraction=section.val_fraction, split_seed=section.split_seed))
+        train_set, dataset = dataset.split()
+        baseline = [train_set.describe(i) for i in range(len(train_set))]
+    else:
+        dataset = CaptionedImageDataset(config_for(data, images_root, image_size=image_size))
+    if dataset.report.excluded:
+        echo(dataset.report.summary())
+    if len(dataset) == 0:
+        raise ValueError(f"{data or model}: no usable labelled rows to evaluate")
+    echo(f"evaluating {len(dataset)} photos with {Path(str(model))}")
+    metas = [dataset.describe(i) for i in range(len(dataset))]
+    images = [str(dataset.record(i).image_path) for i in range(len(dataset))]
+    return evaluate_predictions(components, images, metas, baseline_from=baseline, **options)
+
+
+def format_report(report: dict) -> str:
+    """A small table: model vs baseline vs images swapped."""
+    columns = [c for c in ("model", "baseline", "images_swapped") if c in report]
+    rows = [("dish accuracy", "dish_accuracy", ".3f"), ("kcal MAE", "kcal_mae", ".1f"),
+            ("kcal MAE, % of mean", "kcal_mae_pct_of_mean", ".1f"), ("protein MAE", "protein_mae", ".2f"),
+            ("fat MAE", "fat_mae", ".2f"), ("carbs MAE", "carbs_mae", ".2f"),
+            ("captions parsed", "parsed_fraction", ".2f")]
+    lines = [f"{'metric':<22}" + "".join(f"{c:>16}" for c in columns)]
+    for label, key, spec in rows:
+        if any(key in report[c] for c in columns):
+            lines.append(f"{label:<22}" + "".join(
+                f"{format(report[c][key], spec) if key in report[c] else '-':>16}" for c in columns))
+    return "\n".join(lines)
+
+
 def evaluate_during_training(trainer, final: bool) -> dict:
+    """Validation loss (every `eval.every` steps and at the end) and, at the end, the caption metrics."""
     cfg, prepared = trainer.config, trainer.prepared
     if len(prepared.val) == 0:
         return {}
@@ -34,4 +177,20 @@ def evaluate_during_training(trainer, final: bool) -> dict:
         batch_size=cfg.train.batch_size, device=trainer.accelerator.device)}
     trainer.metrics.log(row)
     trainer.echo(f"step {row['step']}: validation loss {row['val_loss']:.4f} (right text {row['val_r_text_loss']:.4f})")
-    return row
+    if not trainer.accelerator.is_main_process:
+        return row
+    components = trainer._components()
+    images = [m["image_path"] for m in prepared.val.meta]
+    if not final:  # a few fixed validation photos, captioned at each evaluation
+        from ..pipelines.captions import generate_captions_batch
+
+        samples = generate_captions_batch(components, images[: cfg.eval.samples], cfg.eval.template, n=1,
+                                          seed=cfg.train.seed)
+        for path, sample in zip(images, samples, strict=False):
+            trainer.echo(f"  {path}: {sample.texts[0]}")
+        trainer.metrics.log({"step": row["step"], "samples": [s.texts[0] for s in samples]})
+        return row
+    report = evaluate_predictions(components, images, prepared.val.meta, baseline_from=prepared.train.meta,
+                                  n=cfg.eval.captions_per_image, template=cfg.eval.template, seed=cfg.train.seed)
+    trainer.echo("evaluation on the validation split:\n" + format_report(report))
+    return {**row, **report}

@@ -10,6 +10,7 @@ Device placement, mixed precision and multi-process data parallelism come from `
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import signal
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..components import Components, save_components
+from ..io import atomic_write
 from .checkpoint import (
     Progress,
     capture_rng,
@@ -251,6 +253,9 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         if self.config.eval.final:
             summary["eval"] = self._evaluate(final=True)
+            if self.accelerator.is_main_process and summary["eval"]:
+                text = json.dumps(summary["eval"], indent=2, ensure_ascii=False) + "\n"
+                atomic_write(self.run_dir / "eval.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
         return summary
 
 

@@ -114,7 +114,7 @@ def _examples(dataset, components: Components, config: TrainConfig, echo) -> Exa
     too_long = int((r_text[:, -1] != 0).sum()) if len(captions) else 0
     if too_long:
         echo(f"note: {too_long} caption(s) longer than the right text ({r_len} tokens) are truncated")
-    meta = [dataset.describe(i) for i in range(len(dataset))]
+    meta = [{**dataset.describe(i), "image_path": str(dataset.record(i).image_path)} for i in range(len(dataset))]
     return Examples(codes=codes, captions=captions, r_text=r_text, meta=meta)
 
 
