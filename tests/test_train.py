@@ -171,3 +171,27 @@ def test_two_process_gloo_run_matches_one_process_with_the_same_global_batch(sma
     # equal up to the right-text loss normalisation (non-pad tokens counted per process, not per global batch)
     for (_, a), (_, b) in zip(one, two, strict=True):
         assert abs(a - b) < 2e-3 * a
+
+
+def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(small_data, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = tiny_config(small_data, tmp_path / "run", "train.epochs=50", "checkpoint.every=0")
+    config.save(tmp_path / "cfg.yaml")
+    process = subprocess.Popen([sys.executable, "-m", "rudolph_ft", "train", str(tmp_path / "cfg.yaml")],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output[-2000:]
+    assert "received SIGTERM" in output and f"rudolph-ft train --resume {tmp_path / 'run'}" in output
+    checkpoint = latest_checkpoint(tmp_path / "run")
+    assert checkpoint is not None and int(checkpoint.name.split("-")[1]) >= 2

@@ -45,7 +45,8 @@ class TokenizerSection:
 class VQGANSection:
     name: str = "sber-gumbel-f8"
     seed: int | None = None  # random-weight presets only (tiny)
-    views: int = 1  # image-code views per image: 1 = argmax codes; more adds Gumbel-sampled views (augmentation)
+    views: int = 1  # image-code views per image: 1 = argmax codes of the photo; more = augmentation (below)
+    augment: str = "gumbel"  # extra views: gumbel (sampled codes) | dihedral (rotations/flips of the photo, argmax)
 
 
 @dataclass
@@ -142,6 +143,8 @@ class TrainConfig:
              "train.epochs, train.batch_size and train.grad_accum must be >= 1"),
             (0.0 <= self.data.val_fraction < 1.0, "data.val_fraction must be in [0, 1)"),
             (self.vqgan.views >= 1, "vqgan.views must be >= 1"),
+            (self.vqgan.augment in ("gumbel", "dihedral"), "vqgan.augment must be gumbel or dihedral"),
+            (self.vqgan.augment != "dihedral" or self.vqgan.views <= 8, "vqgan.augment=dihedral gives at most 8 views"),
             (self.tokenizer.name is not None or self.tokenizer.train_vocab_size,
              "tokenizer: give a name/path or train_vocab_size to learn one from the captions"),
         ]

@@ -118,14 +118,23 @@ def _examples(dataset, components: Components, config: TrainConfig, echo) -> Exa
     return Examples(codes=codes, captions=captions, r_text=r_text, meta=meta)
 
 
+def dihedral(images: torch.Tensor, view: int) -> torch.Tensor:
+    """View `view` (0..7) of the dihedral group: rotation by 90 degrees x (view % 4), mirrored when view >= 4."""
+    images = torch.rot90(images, view % 4, dims=(-2, -1))
+    return images.flip(-1) if view >= 4 else images
+
+
 def _image_codes(dataset, vqgan, config: TrainConfig, image_seq_length: int) -> torch.Tensor:
-    """(N, views, h*w) codes of every image, encoded once."""
+    """(N, views, h*w) codes of every image, encoded once; view 0 is the photo's argmax codes."""
     batches, views = [], config.vqgan.views
     generator = torch.Generator().manual_seed(config.train.seed)
     for start in range(0, len(dataset), 16):
         images = torch.stack([dataset[i]["image"] for i in range(start, min(start + 16, len(dataset)))])
-        view_codes = [vqgan.encode(images)]
-        view_codes += [vqgan.encode(images, gumbel=True, generator=generator) for _ in range(views - 1)]
+        if config.vqgan.augment == "dihedral":
+            view_codes = [vqgan.encode(dihedral(images, view)) for view in range(views)]
+        else:
+            view_codes = [vqgan.encode(images)]
+            view_codes += [vqgan.encode(images, gumbel=True, generator=generator) for _ in range(views - 1)]
         batches.append(torch.stack(view_codes, dim=1))
     if not batches:
         return torch.zeros(0, views, image_seq_length, dtype=torch.long)
