@@ -2,10 +2,13 @@
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# a fresh image-code cache per test session: tests never read or fill the user's ~/.cache
+os.environ["RUDOLPH_FT_CACHE"] = tempfile.mkdtemp(prefix="rudolph-ft-test-cache-")
 
 import pytest  # noqa: E402
 

@@ -83,6 +83,8 @@ class Trainer:
         self.text_rng = random.Random(cfg.train.seed)
         self.prepared = prepare_run(cfg, self.run_dir, checkpoint, echo=self.echo,
                                     is_main=self.accelerator.is_main_process)
+        # the training stream (dropout) starts here, whatever preparation drew (e.g. encoding cache misses)
+        torch.manual_seed(cfg.train.seed * 7 + 1 + self.accelerator.process_index)
         model = self.prepared.components.model
         roles = apply_freeze(model, cfg.freeze)
         self.echo(freeze_table(model, roles))

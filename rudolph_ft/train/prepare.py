@@ -125,17 +125,22 @@ def dihedral(images: torch.Tensor, view: int) -> torch.Tensor:
 
 
 def _image_codes(dataset, vqgan, config: TrainConfig, image_seq_length: int) -> torch.Tensor:
-    """(N, views, h*w) codes of every image, encoded once; view 0 is the photo's argmax codes."""
-    batches, views = [], config.vqgan.views
-    generator = torch.Generator().manual_seed(config.train.seed)
+    """(N, views, h*w) codes of every image; view 0 is the photo's argmax codes.
+
+    Argmax and Gumbel views come from the on-disk `CodeCache` (encoded once across epochs and runs); dihedral
+    views encode rotated / mirrored photos in memory.
+    """
+    from ..data.cache import CodeCache
+
+    views = config.vqgan.views
+    if len(dataset) == 0:
+        return torch.zeros(0, views, image_seq_length, dtype=torch.long)
+    if config.vqgan.augment == "gumbel":
+        cache = CodeCache(config.data.cache_dir, vqgan, image_size=dataset.config.image_size, views=views,
+                          seed=config.train.seed)
+        return cache.codes_for(dataset, progress=config.logging.progress)
+    batches = []
     for start in range(0, len(dataset), 16):
         images = torch.stack([dataset[i]["image"] for i in range(start, min(start + 16, len(dataset)))])
-        if config.vqgan.augment == "dihedral":
-            view_codes = [vqgan.encode(dihedral(images, view)) for view in range(views)]
-        else:
-            view_codes = [vqgan.encode(images)]
-            view_codes += [vqgan.encode(images, gumbel=True, generator=generator) for _ in range(views - 1)]
-        batches.append(torch.stack(view_codes, dim=1))
-    if not batches:
-        return torch.zeros(0, views, image_seq_length, dtype=torch.long)
+        batches.append(torch.stack([vqgan.encode(dihedral(images, view)) for view in range(views)], dim=1))
     return torch.cat(batches)
