@@ -4,6 +4,7 @@ imported there, for the preset's numbers)."""
 
 import argparse
 import json
+import statistics
 
 import torch
 from _common import time_steps
@@ -89,9 +90,34 @@ def gemm_step(config, batch, device, dtype):
     return step
 
 
+def interleaved(config, batch, device, dtype, rounds: int) -> dict:
+    """Ours, the reference and the GEMM floor in one process, one step each per round (after one warm-up
+    round), so that a machine slowing down or speeding up affects all three alike. Needs the reference env."""
+    steps = {"ours": ours_step(config, batch, device), "reference": reference_step(config, batch, device),
+             "gemm": gemm_step(config, batch, device, dtype)}
+    times = {name: [] for name in steps}
+    for round_index in range(rounds + 1):
+        for name, step in steps.items():
+            measured = time_steps(_autocast(step, device, dtype) if name != "gemm" else step, warmup=0, steps=1,
+                                  device=device)
+            if round_index:
+                times[name].append(measured["step_s"])
+    return {name: {"step_s": statistics.median(values), "times": values} for name, values in times.items()}
+
+
+def _autocast(step, device, dtype):
+    if dtype == torch.float32:
+        return step
+
+    def wrapped():
+        with torch.autocast(device.type, dtype=dtype):
+            step()
+    return wrapped
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--impl", choices=["ours", "reference", "gemm"], required=True)
+    parser.add_argument("--impl", choices=["ours", "reference", "gemm", "interleaved"], required=True)
     parser.add_argument("--preset", default="350M")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3)
@@ -105,18 +131,15 @@ def main() -> None:
     torch.manual_seed(0)
     config = RuDolphConfig.from_preset(args.preset)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    if args.impl == "interleaved":
+        print(json.dumps(interleaved(config, args.batch, device, dtype, args.steps)))
+        return
     if args.impl == "gemm":
         step = gemm_step(config, args.batch, device, dtype)
     else:
-        step = (ours_step if args.impl == "ours" else reference_step)(config, args.batch, device)
-        if dtype != torch.float32:
-            inner = step
-
-            def step():
-                with torch.autocast(device.type, dtype=dtype):
-                    inner()
-    result = time_steps(step, warmup=args.warmup, steps=args.steps, device=device)
-    print(json.dumps(result))
+        step = _autocast((ours_step if args.impl == "ours" else reference_step)(config, args.batch, device),
+                         device, dtype)
+    print(json.dumps(time_steps(step, warmup=args.warmup, steps=args.steps, device=device)))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Forward+backward step time and peak memory: rudolph-ft vs the original `rudolph`, plus the pure-GEMM floor.
 
-Same config (a preset, random weights), same inputs, same loss weights (0.01 / 1 / 7), train mode (dropout on),
-each measurement in a fresh process so peak memory is its own; run back to back in one invocation:
+Same config (a preset, random weights), same inputs, same loss weights (0.01 / 1 / 7), train mode (dropout on).
+Step times come from one process (in the reference env) that alternates a step of each implementation, so that
+a machine whose speed drifts affects all alike; peak memory comes from a fresh process per implementation:
 
     python benchmarks/bench_model.py                       # 350M, batch 1 and 4, fp32 on CPU
     python benchmarks/bench_model.py --device cuda --dtype bf16 --batch-sizes 1 4 10
@@ -25,10 +26,12 @@ from _common import DEFAULT_REF_PYTHON, cell, run_worker
 WORKER = Path(__file__).with_name("_model_worker.py")
 
 
-def run(python: str, impl: str, args, batch: int) -> dict:
+def run(python: str, impl: str, args, batch: int, steps: int | None = None, warmup: int | None = None) -> dict:
     return run_worker(python, WORKER, ["--impl", impl, "--preset", args.preset, "--batch", str(batch),
-                                       "--steps", str(args.steps), "--warmup", str(args.warmup), "--device",
-                                       args.device, "--dtype", args.dtype, "--threads", str(args.threads)])
+                                       "--steps", str(args.steps if steps is None else steps),
+                                       "--warmup", str(args.warmup if warmup is None else warmup),
+                                       "--device", args.device, "--dtype", args.dtype, "--threads",
+                                       str(args.threads)])
 
 
 def main() -> None:
@@ -47,12 +50,20 @@ def main() -> None:
 
     rows = []
     for batch in args.batch_sizes:
-        ours = run(sys.executable, "ours", args, batch)
-        ref = {"error": "skipped"} if args.no_reference else run(args.ref_python, "reference", args, batch)
-        gemm = run(sys.executable, "gemm", args, batch)
-        row = {"batch": batch, "ours": ours, "reference": ref, "gemm": gemm}
+        # time: all three interleaved in one process of the reference env (robust to a drifting machine);
+        # memory: each alone in a fresh process (one step), so each peak is its own
+        timing = {"error": "skipped"} if args.no_reference else run(args.ref_python, "interleaved", args, batch)
+        memory = {impl: run(python, impl, args, batch, steps=1, warmup=0)
+                  for impl, python in (("ours", sys.executable), ("reference", args.ref_python),
+                                       ("gemm", sys.executable)) if not (args.no_reference and impl == "reference")}
+        row = {"batch": batch}
+        for impl in ("ours", "reference", "gemm"):
+            row[impl] = {**memory.get(impl, {}), **timing.get(impl, {})} if "error" not in timing else \
+                memory.get(impl, {"error": timing["error"]})
+        ours, ref, gemm = row["ours"], row["reference"], row["gemm"]
         if "step_s" in ours and "step_s" in ref:
             row["speedup"] = ref["step_s"] / ours["step_s"]
+        if "peak_mem_mb" in ours and "peak_mem_mb" in ref:
             row["memory_ratio"] = ours["peak_mem_mb"] / ref["peak_mem_mb"]
         if "step_s" in ours and "step_s" in gemm:
             row["ours_over_gemm"] = ours["step_s"] / gemm["step_s"]
@@ -66,7 +77,7 @@ def main() -> None:
         print(json.dumps(result))
         return
     print(f"RuDOLPH {args.preset} forward+backward, {args.device} {args.dtype}, {args.threads} threads "
-          f"(median of {args.steps} steps)")
+          f"(median of {args.steps} interleaved rounds)")
     header = f"{'batch':>5} | {'ours s':>7} {'ref s':>7} {'GEMM s':>7} | {'speedup':>7} | {'ours/GEMM':>9} " \
              f"{'ref/GEMM':>8} | {'ours MB':>8} {'ref MB':>8} {'mem ratio':>9}"
     print(header)
