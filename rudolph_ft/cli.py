@@ -207,6 +207,207 @@ def _demo_config() -> str:
 
 
 # ---- inference commands (rudolph_ft/pipelines, rudolph_ft/app.py) ---------------------------------------------
+# Every command takes --model (a preset, an official checkpoint, a model directory or a training run directory) and
+# the same loading options; IMG... are image files, read in groups: an unreadable one is reported and skipped, and
+# the exit status is 1 at the end when any was.
+_MODEL = typer.Option("350M", "--model", "-m", help="preset name, official checkpoint, model directory or training "
+                      "run directory")
+_TOKENIZER = typer.Option(None, "--tokenizer", help="text tokenizer (bpe.model file or name) instead of the model's")
+_VQGAN = typer.Option(None, "--vqgan", help="VQGAN (folder, weights file or preset name) instead of the model's")
+_DEVICE = typer.Option(None, "--device", help="cpu (default), cuda, cuda:1, ...")
+_OFFLINE = typer.Option(False, "--offline", help="never download: fail at once, saying what is missing")
+_STYLE = typer.Option("auto", "--style", help="prompt and scoring conventions: rc4 (the article's), rc10 (task tokens "
+                      "of the official v2 checkpoints) or auto (rc10 for an official preset that has them, else rc4)")
+_IMAGES = typer.Argument(..., help="image files")
+_SEED = typer.Option(43, "--seed", help="sampling seed: the same seed gives the same output")
+_BATCH_SIZE = typer.Option(16, "--batch-size", help="sequences per forward pass")
+_JSON = typer.Option(False, "--json", help="print the results as JSON")
+_TEMPLATE_CAPTION = typer.Option("блюдо:", "--template", help="start of every caption")
+_TOP_K = typer.Option(16, "--top-k", help="sample among the k most likely tokens (1: greedy)")
+_TOP_P = typer.Option(0.6, "--top-p", help="then among the most likely tokens holding this probability")
+_TEMPERATURE = typer.Option(0.8, "--temperature", help="sampling temperature")
+
+
+def _load(model: str, tokenizer: str | None, vqgan: str | None, device: str | None, offline: bool, style: str):
+    """(components, resolved style); a model that cannot be loaded ends the command with status 2."""
+    from .components import load_components
+    from .pipelines.prompts import resolve_style
+
+    try:
+        components = load_components(model, tokenizer=tokenizer, vqgan=vqgan, device=device, offline=offline or None)
+        return components, resolve_style(style, model, components.model.config)
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        typer.echo(f"error: cannot load model {model!r}: {err}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _image_groups(paths: list[str], size: int, failures: list):
+    """Yield [(path, PIL image)] groups of readable files; unreadable ones are reported and added to `failures`."""
+    from .pipelines.inputs import open_images
+
+    for start in range(0, len(paths), size):
+        images, errors = open_images(paths[start:start + size])
+        for error in errors:
+            typer.echo(f"error: {error}", err=True)
+        failures.extend({"image": error.path, "error": str(error)} for error in errors)
+        if images:
+            yield images
+
+
+def _finish(results: list, failures: list, json_output: bool) -> None:
+    import json
+
+    if json_output:
+        typer.echo(json.dumps(results + failures, ensure_ascii=False, indent=2))
+    if failures:
+        typer.echo(f"{len(failures)} image(s) could not be read", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def caption(
+    images: list[str] = _IMAGES,
+    model: str = _MODEL, tokenizer: str | None = _TOKENIZER, vqgan: str | None = _VQGAN, device: str | None = _DEVICE,
+    offline: bool = _OFFLINE, style: str = _STYLE,
+    template: str = _TEMPLATE_CAPTION,
+    n: int = typer.Option(4, "-n", "--num", help="captions to sample per image"),
+    top_k: int = _TOP_K, top_p: float = _TOP_P, temperature: float = _TEMPERATURE, seed: int = _SEED,
+    batch_size: int = _BATCH_SIZE,
+    rerank: bool = typer.Option(True, "--rerank/--no-rerank", help="order the captions by how well they explain the "
+                                "image (the score printed: lower is better)"),
+    json_output: bool = _JSON,
+) -> None:
+    """Caption photos: sample continuations of a template (the article's `generate_captions`)."""
+    from .pipelines import generate_captions_batch, rerank_by_image
+
+    components, style = _load(model, tokenizer, vqgan, device, offline, style)
+    results, failures = [], []
+    for group in _image_groups(images, max(1, batch_size // max(n, 1)), failures):
+        samples = generate_captions_batch(components, [image for _, image in group], template, n, top_k=top_k,
+                                          top_p=top_p, temperature=temperature, seed=seed, batch_size=batch_size,
+                                          style=style)
+        for (path, _), sampled in zip(group, samples, strict=True):
+            if rerank:
+                ranked = rerank_by_image(components, sampled.unique(), sampled.codes, style=style,
+                                         batch_size=batch_size)
+                captions = [{"text": r.text, "score": r.score} for r in ranked]
+            else:
+                captions = [{"text": text} for text in sampled.unique()]
+            results.append({"image": path, "captions": captions})
+            if not json_output:
+                typer.echo(path)
+                for item in captions:
+                    typer.echo(f"  {item['score']:10.3f}  {item['text']}" if rerank else f"  {item['text']}")
+    _finish(results, failures, json_output)
+
+
+@app.command()
+def predict(
+    images: list[str] = _IMAGES,
+    model: str = _MODEL, tokenizer: str | None = _TOKENIZER, vqgan: str | None = _VQGAN, device: str | None = _DEVICE,
+    offline: bool = _OFFLINE, style: str = _STYLE,
+    template: str = _TEMPLATE_CAPTION,
+    n: int = typer.Option(16, "-n", "--num", help="captions to sample per image"),
+    best: int = typer.Option(4, "--best", help="best-ranked captions the answer is taken from"),
+    top_k: int = _TOP_K, top_p: float = _TOP_P, temperature: float = _TEMPERATURE, seed: int = _SEED,
+    batch_size: int = _BATCH_SIZE, json_output: bool = _JSON,
+) -> None:
+    """Dish, kcal and nutrients of food photos, read from their best captions (with the captions as evidence)."""
+    from .pipelines import predict_nutrition_batch
+
+    components, style = _load(model, tokenizer, vqgan, device, offline, style)
+    results, failures = [], []
+    for group in _image_groups(images, max(1, batch_size // max(n, 1)), failures):
+        predictions = predict_nutrition_batch(components, [image for _, image in group], template=template, n=n,
+                                              best=best, top_k=top_k, top_p=top_p, temperature=temperature,
+                                              seed=seed, batch_size=batch_size, style=style)
+        for (path, _), prediction in zip(group, predictions, strict=True):
+            prediction.image = path
+            results.append(prediction.to_dict())
+            if not json_output:
+                typer.echo(f"{path}: {prediction.summary()}")
+                for evidence in prediction.evidence[:best]:
+                    typer.echo(f"  {evidence.score:10.3f}  {evidence.text}")
+    _finish(results, failures, json_output)
+
+
+@app.command()
+def classify(
+    images: list[str] = _IMAGES,
+    classes: str = typer.Option(..., "--classes", help="comma-separated class names, e.g. борщ,шаурма,плов"),
+    model: str = _MODEL, tokenizer: str | None = _TOKENIZER, vqgan: str | None = _VQGAN, device: str | None = _DEVICE,
+    offline: bool = _OFFLINE, style: str = _STYLE,
+    template: str = typer.Option("блюдо: {};", "--template", help="how a class becomes a caption ({} = the class)"),
+    batch_size: int = _BATCH_SIZE, json_output: bool = _JSON,
+) -> None:
+    """Zero-shot classification: the class whose caption the model finds most likely for each photo."""
+    from .pipelines import zero_shot_classify
+
+    names = [name.strip() for name in classes.split(",") if name.strip()]
+    if not names or "{}" not in template:
+        typer.echo("error: give at least one class name (--classes a,b,c) and a --template with {}", err=True)
+        raise typer.Exit(2)
+    components, style = _load(model, tokenizer, vqgan, device, offline, style)
+    results, failures = [], []
+    for group in _image_groups(images, batch_size, failures):
+        for path, image in group:
+            result = zero_shot_classify(components, image, names, template, style=style, batch_size=batch_size)
+            results.append({"image": path, **result.to_dict()})
+            if not json_output:
+                typer.echo(f"{path}: {result.label}")
+                ranked = sorted(zip(names, result.probabilities, result.perplexities, strict=True),
+                                key=lambda item: item[2])
+                for name, probability, perplexity in ranked:
+                    typer.echo(f"  {probability:7.4f}  ppl {perplexity:12.3f}  {name}")
+    _finish(results, failures, json_output)
+
+
+@app.command()
+def generate(
+    text: str = typer.Argument(..., help="what to draw, e.g. 'борщ со сметаной'"),
+    out: str = typer.Option("generated.png", "--out", "-o", help="PNG file for the grid of images"),
+    n: int = typer.Option(4, "-n", "--num", help="images to draw"),
+    model: str = _MODEL, tokenizer: str | None = _TOKENIZER, vqgan: str | None = _VQGAN, device: str | None = _DEVICE,
+    offline: bool = _OFFLINE, style: str = _STYLE,
+    top_k: int = typer.Option(768, "--top-k", help="sample among the k most likely codes (1: greedy)"),
+    top_p: float = typer.Option(0.99, "--top-p", help="then among the most likely codes holding this probability"),
+    temperature: float = typer.Option(1.0, "--temperature", help="sampling temperature"),
+    seed: int = typer.Option(42, "--seed", help="sampling seed: the same seed gives the same images"),
+    batch_size: int = typer.Option(8, "--batch-size", help="images decoded together"),
+    rerank: bool = typer.Option(False, "--rerank", help="order the images best first by how well they fit the text"),
+    columns: int | None = typer.Option(None, "--columns", help="images per grid row (default: about square)"),
+) -> None:
+    """Draw images from a text (image codes sampled after the text, decoded by the VQGAN) into a PNG grid."""
+    from .pipelines import generate_images
+
+    components, style = _load(model, tokenizer, vqgan, device, offline, style)
+    result = generate_images(components, text, n, top_k=top_k, top_p=top_p, temperature=temperature, seed=seed,
+                             batch_size=batch_size, rerank=rerank, style=style)
+    path = result.save_grid(out, columns)
+    for ranked in result.ranking:
+        typer.echo(f"  image {ranked.index}: score {ranked.score:.3f}")
+    typer.echo(f"wrote {len(result.images)} images to {path}")
+
+
+@app.command()
+def serve(
+    model: str = _MODEL, tokenizer: str | None = _TOKENIZER, vqgan: str | None = _VQGAN, device: str | None = _DEVICE,
+    offline: bool = _OFFLINE, style: str = _STYLE,
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (0.0.0.0 exposes the demo to your "
+                             "network)"),
+    port: int = typer.Option(7860, "--port", help="port to listen on"),
+) -> None:
+    """Web demo (Gradio): nutrients of an uploaded food photo, zero-shot classes, text to image."""
+    from .app import build_demo
+
+    components, style = _load(model, tokenizer, vqgan, device, offline, style)
+    try:
+        demo = build_demo(components, style=style, title=f"rudolph-ft: {model}")
+    except ImportError as err:
+        typer.echo(f"error: the web demo needs gradio ({err}); install it with `pip install gradio`", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"serving {model} on http://{host}:{port} (Ctrl-C stops)")
+    demo.launch(server_name=host, server_port=port)
 
 
 def main() -> None:
