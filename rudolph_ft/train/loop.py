@@ -16,6 +16,7 @@ import random
 import signal
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -143,7 +144,7 @@ class Trainer:
         samples = sum(len(b) for b in group)
         for i, indices in enumerate(group):
             input_ids = self._batch(indices).to(acc.device)
-            sync = acc.no_sync(model) if i < len(group) - 1 and acc.num_processes > 1 else _null()
+            sync = acc.no_sync(model) if i < len(group) - 1 and acc.num_processes > 1 else nullcontext()
             with sync, acc.autocast():
                 out = model(input_ids, loss_weights=tuple(cfg.train.loss_weights))
                 acc.backward(out.loss / len(group))
@@ -259,14 +260,6 @@ class Trainer:
                 text = json.dumps(summary["eval"], indent=2, ensure_ascii=False) + "\n"
                 atomic_write(self.run_dir / "eval.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
         return summary
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 class _stop_on_signals:
