@@ -123,5 +123,6 @@ def aggregate(parsed: Sequence[ParsedCaption]) -> dict[str, str | float | None]:
     for name in NUTRIENTS:
         agreeing = [getattr(p, name) for p in parsed if p.dish == dish and getattr(p, name) is not None]
         values = agreeing or [getattr(p, name) for p in parsed if getattr(p, name) is not None]
-        result[name] = float(statistics.median(values)) if values else None
+        # 4 decimals: captions carry 1-2, and the mean of two medians should not print as 24.599999999999998
+        result[name] = round(float(statistics.median(values)), 4) if values else None
     return result
