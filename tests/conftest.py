@@ -15,11 +15,14 @@ import pytest  # noqa: E402
 ASSETS = Path(__file__).parent / "assets"
 
 
-def reference_python(version: str = "rc10") -> str | None:
-    """Python of the reference env (`scripts/make-reference-env.sh`), from RUDOLPH_REF_PYTHON[_RC4]."""
+def reference_python(version: str = "rc10") -> str:
+    """Python of the reference env (`scripts/make-reference-env.sh`) from RUDOLPH_REF_PYTHON[_RC4]; the calling
+    test is skipped, saying which variable to set, when it is not configured."""
     var = "RUDOLPH_REF_PYTHON" if version == "rc10" else "RUDOLPH_REF_PYTHON_RC4"
     path = os.environ.get(var)
-    return path if path and shutil.which(path) else None
+    if not (path and shutil.which(path)):
+        pytest.skip(f"set {var} to the python of the reference env (scripts/make-reference-env.sh)")
+    return path
 
 
 @pytest.fixture

@@ -108,8 +108,6 @@ def test_unknown_masks_are_rejected():
 @pytest.mark.parametrize("version", ["rc10", "rc4"])
 def test_matches_reference_live(tmp_path, version):
     python = reference_python(version)
-    if python is None:
-        pytest.skip(f"set RUDOLPH_REF_PYTHON{'_RC4' if version == 'rc4' else ''} to the reference env's python")
     subprocess.run([python, str(SCRIPT), "--out", str(tmp_path), "--seed", "7"], check=True)
     paths = sorted(tmp_path.glob(f"*-{version}.pt"))
     assert paths
