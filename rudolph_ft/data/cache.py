@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from ..io import atomic_write
+from ..model.vqgan import gumbel_max_codes
 from .datasets import collate_images
 from .images import PREPROCESSING_ID
 
@@ -393,11 +394,11 @@ class CodeCache:
             sampled = []
             for logits_one, image_sha256 in zip(logits.split(1), image_sha256s, strict=True):  # (1, n_embed, h, w) each
                 generator = torch.Generator().manual_seed(gumbel_seed(image_sha256, view, self.seed))
-                # Gumbel-max as `VQGAN.encode(gumbel=True)` draws it for one float32 image on the CPU, so both
-                # agree there; the noise is always drawn on the CPU to keep the views device-independent
-                noise = torch.empty(logits_one.shape).exponential_(generator=generator).log_().neg_()
-                noisy = logits_one.float() / self.temperature + noise.to(logits_one.device)
-                sampled.append(noisy.argmax(dim=1).flatten(1).cpu())
+                # as `VQGAN.encode(gumbel=True)` samples one float32 image on the CPU; the noise is always drawn
+                # on the CPU to keep the views device-independent
+                codes = gumbel_max_codes(logits_one.float(), temperature=self.temperature, generator=generator,
+                                         noise_device="cpu")
+                sampled.append(codes.cpu())
             grids.append(torch.cat(sampled))
         return torch.stack(grids, dim=1)  # (B, views, h*w)
 

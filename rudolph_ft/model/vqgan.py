@@ -240,6 +240,30 @@ def _like_weight(x: torch.Tensor, conv_weight: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------------------
 # The tokenizer
 # ----------------------------------------------------------------------------------------------------------------
+def gumbel_max_codes(logits: torch.Tensor, *, temperature: float = 1.0, generator: torch.Generator | None = None,
+                     noise_device: torch.device | str | None = None) -> torch.Tensor:
+    """Codes sampled from softmax(logits / temperature) by the Gumbel-max trick.
+
+    The noise is laid out like torch's gumbel_softmax draws it (NCHW-contiguous, the logits' dtype), so the same
+    seed gives rudalle's codes whatever memory format the model runs in.
+
+    Args:
+        logits: (B, n_embed, h, w) codebook logits.
+        generator: random stream of the noise (the default generator of `noise_device` when None).
+        noise_device: where the noise is drawn (default: the logits' device); e.g. "cpu" for device-independent
+            samples.
+
+    Returns:
+        (B, h*w) int64 codes.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    noise = torch.empty(logits.shape, dtype=logits.dtype, device=noise_device or logits.device)
+    noise = noise.exponential_(generator=generator).log_().neg_().to(logits.device)  # ~ Gumbel(0, 1)
+    logits = logits / temperature + noise if temperature != 1.0 else logits + noise
+    return logits.argmax(dim=1).flatten(1)  # (B, h*w)
+
+
 class VQGAN(nn.Module):
     """ruDALL-E's Gumbel VQGAN: `encode` images to codebook indices, `decode` indices back to images.
 
@@ -332,13 +356,7 @@ class VQGAN(nn.Module):
         """
         logits = self.encode_logits(images)  # (B, n_embed, h, w)
         if gumbel:
-            if temperature <= 0:
-                raise ValueError(f"temperature must be > 0, got {temperature}")
-            # noise laid out like torch's gumbel_softmax draws it (NCHW-contiguous, the logits' dtype), so the
-            # same seed gives rudalle's codes whatever memory format the model runs in
-            noise = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
-            noise = noise.exponential_(generator=generator).log_().neg_()  # ~ Gumbel(0, 1)
-            logits = logits / temperature + noise if temperature != 1.0 else logits + noise
+            return gumbel_max_codes(logits, temperature=temperature, generator=generator)
         return logits.argmax(dim=1).flatten(1)  # (B, h*w)
 
     # Decoding ----------------------------------------------------------------------------------------------------
