@@ -85,7 +85,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def load_training_state(checkpoint: Path) -> dict:
-    state = torch.load(checkpoint / STATE_NAME, map_location="cpu", weights_only=False)
+    state = torch.load(checkpoint / STATE_NAME, map_location="cpu", weights_only=True)  # never runs code
     state["progress"] = Progress(**state["progress"])
     return state
 
