@@ -19,7 +19,6 @@ __all__ = [
     "MODEL_PRESETS",
     "VQGAN_PRESETS",
     "TOKENIZER_FILES",
-    "model_preset_names",
 ]
 
 
@@ -171,10 +170,6 @@ MODEL_PRESETS: dict[str, RuDolphConfig] = {
         name="demo",
     ),
 }
-
-
-def model_preset_names() -> list[str]:
-    return list(MODEL_PRESETS)
 
 
 @dataclass(frozen=True)
