@@ -129,15 +129,12 @@ def evaluate_labelled_data(model: str, data: str | None = None, *, images_root: 
     baseline = None
     if data is None:
         from .config import load_train_config
+        from .prepare import run_dataset
 
         run_config = resolve_model_dir(model) / "run_config.yaml"
         if not run_config.is_file():
             raise FileNotFoundError(f"{model}: no run_config.yaml to find its validation split; pass --data")
-        section = load_train_config(run_config).data
-        dataset = CaptionedImageDataset(config_for(
-            section.path, section.images_root, template=section.caption, caption_column=section.caption_column,
-            image_size=image_size, val_fraction=section.val_fraction, split_seed=section.split_seed))
-        train_set, dataset = dataset.split()
+        train_set, dataset = run_dataset(load_train_config(run_config).data, image_size).split()
         baseline = [train_set.describe(i) for i in range(len(train_set))]
     else:
         dataset = CaptionedImageDataset(config_for(data, images_root, image_size=image_size))

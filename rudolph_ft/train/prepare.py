@@ -11,10 +11,10 @@ import torch
 
 from ..components import TOKENIZER_NAME, Components
 from ..config import VQGAN_PRESETS
-from .config import TrainConfig
+from .config import DataSection, TrainConfig
 from .data import Examples
 
-__all__ = ["Prepared", "prepare_run"]
+__all__ = ["Prepared", "prepare_run", "run_dataset"]
 
 
 @dataclass
@@ -59,14 +59,19 @@ def prepare_run(config: TrainConfig, run_dir: Path, checkpoint: Path | None, *, 
     return Prepared(components, train, val, names, dataset.report)
 
 
-def _load_dataset(config: TrainConfig, image_size: int, echo):
+def run_dataset(data: DataSection, image_size: int, *, progress: bool = False):
+    """The checked dataset a run's `data` section names (split it with `.split()`)."""
     from ..data import CaptionedImageDataset
     from ..data.config import config_for
 
+    return CaptionedImageDataset(config_for(
+        data.path, data.images_root, template=data.caption, caption_column=data.caption_column,
+        image_size=image_size, val_fraction=data.val_fraction, split_seed=data.split_seed), progress=progress)
+
+
+def _load_dataset(config: TrainConfig, image_size: int, echo):
     data = config.data
-    data_config = config_for(data.path, data.images_root, template=data.caption, caption_column=data.caption_column,
-                             image_size=image_size, val_fraction=data.val_fraction, split_seed=data.split_seed)
-    dataset = CaptionedImageDataset(data_config, progress=config.logging.progress)
+    dataset = run_dataset(data, image_size, progress=config.logging.progress)
     report = dataset.report
     if report.excluded:
         echo(report.summary())  # every excluded row with its reason: never a silent substitute
