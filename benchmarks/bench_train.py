@@ -2,9 +2,11 @@
 
 The article's step (reference env): VQGAN-encode the batch, forward, backward, clip, bitsandbytes Adam8bit,
 OneCycleLR, with its substring freeze. Ours: the same model size, freeze, optimizer and schedule, on image codes
-read from the cache. 350M config with random weights, fp32, batch 2 on CPU by default:
+read from the cache. 350M config with random weights, fp32, batch 2 on CPU by default; a second table shows
+where each step's time goes (image codes, forward, backward, optimizer):
 
     python benchmarks/bench_train.py [--batch-sizes 2] [--json]
+    python benchmarks/bench_train.py --device cuda --dtype bf16 --batch-sizes 10   # on a GPU
 """
 
 from __future__ import annotations
@@ -28,13 +30,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--optimizer", default="adam8bit", choices=["adam8bit", "adamw"], help="ours")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast dtype")
     parser.add_argument("--ref-python", default=DEFAULT_REF_PYTHON)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     rows = []
     for batch in args.batch_sizes:
         common = ["--preset", args.preset, "--batch", str(batch), "--steps", str(args.steps), "--warmup",
-                  str(args.warmup), "--threads", str(args.threads)]
+                  str(args.warmup), "--threads", str(args.threads), "--device", args.device, "--dtype", args.dtype]
         article = run_worker(args.ref_python, WORKER, ["--impl", "article", *common])
         ours = run_worker(sys.executable, WORKER, ["--impl", "ours", "--optimizer", args.optimizer, *common])
         row = {"batch": batch, "article": article, "ours": ours}
@@ -43,11 +47,12 @@ def main() -> None:
             row["samples_per_s"] = {"article": batch / article["step_s"], "ours": batch / ours["step_s"]}
             row["memory_ratio"] = ours["peak_mem_mb"] / article["peak_mem_mb"]
         rows.append(row)
-    result = {"preset": args.preset, "optimizer": args.optimizer, "threads": args.threads, "rows": rows}
+    result = {"preset": args.preset, "optimizer": args.optimizer, "threads": args.threads, "device": args.device,
+              "dtype": args.dtype, "rows": rows}
     if args.json:
         print(json.dumps(result))
         return
-    print(f"RuDOLPH {args.preset} training step, CPU fp32, {args.threads} threads, article freeze, "
+    print(f"RuDOLPH {args.preset} training step, {args.device} {args.dtype}, {args.threads} threads, article freeze, "
           f"ours with {args.optimizer} (median of {args.steps})")
     header = f"{'batch':>5} | {'article s':>9} {'ours s':>7} | {'speedup':>7} | {'article MB':>10} {'ours MB':>8} " \
              f"{'mem ratio':>9}"
@@ -61,6 +66,13 @@ def main() -> None:
         for part in ("article", "ours"):
             if "error" in row[part]:
                 print(f"      {part}: {row[part]['error']}")
+    print("\nwhere the time goes (median s per step)")
+    names = ("image_codes", "forward", "backward", "optimizer")
+    print(f"{'batch':>5} {'side':>8} | " + " ".join(f"{name:>11}" for name in names))
+    for row in rows:
+        for part in ("article", "ours"):
+            phases = row[part].get("phases", {})
+            print(f"{row['batch']:>5} {part:>8} | " + " ".join(cell(phases.get(name), "11.2f") for name in names))
 
 
 if __name__ == "__main__":

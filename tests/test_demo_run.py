@@ -18,11 +18,13 @@ ROOT = Path(__file__).parents[1]
 @pytest.mark.slow
 def test_demo_run_beats_the_baseline_clearly(tmp_path):
     run = tmp_path / "demo"
-    subprocess.run([sys.executable, "-m", "rudolph_ft", "train", "configs/demo.yaml", f"output_dir={run}"],
-                   cwd=ROOT, check=True)
+    done = subprocess.run([sys.executable, "-m", "rudolph_ft", "train", "configs/demo.yaml", f"output_dir={run}"],
+                          cwd=ROOT, capture_output=True, text=True)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-4000:]
+    print(log[log.rfind("evaluation on"):])  # the run's final report (shown with pytest -s)
     report = json.loads((run / "eval.json").read_text(encoding="utf-8"))
     model, baseline, swapped = report["model"], report["baseline"], report["images_swapped"]
-    print(json.dumps({k: report[k] for k in ("model", "baseline", "images_swapped")}, indent=1))
     assert model["n"] >= 20 and model["parsed_fraction"] == 1.0
     assert model["dish_accuracy"] >= 0.9
     assert model["kcal_mae"] <= 0.5 * baseline["kcal_mae"]
