@@ -440,14 +440,15 @@ def paint_omelette(c: Canvas, portion: float) -> None:
 
 
 def paint_syrniki(c: Canvas, count: float) -> None:
-    """Thick golden-brown cottage-cheese pancakes, one per piece, dusted with sugar, with sour cream."""
-    piece = c.radius * 0.2
+    """Thick golden-brown cottage-cheese pancakes, one per piece, dusted with sugar, cherry jam on each, sour cream."""
+    piece = c.radius * 0.25
     for x, y in _packed(c, int(count), piece, 1.05):
         _disc(c.draw, x + piece * 0.1, y + piece * 0.12, piece, (120, 70, 30))
         _disc(c.draw, x, y, piece, (168, 92, 38))
         _disc(c.draw, x - piece * 0.05, y - piece * 0.05, piece * 0.8, _jitter(c.rng, (214, 140, 62), 8))
         _disc(c.draw, x - piece * 0.12, y - piece * 0.12, piece * 0.45, (232, 172, 92))
         _specks(c, x, y, piece * 0.8, 10, [(252, 250, 245)], piece * 0.06)
+        _disc(c.draw, x + piece * 0.15, y - piece * 0.1, piece * 0.3, _jitter(c.rng, (128, 18, 36), 10))
     x, y = c.polar(c.radius * 0.62, c.rng.uniform(0, 2 * math.pi))
     _dollop(c, x, y, c.radius * 0.12, (250, 248, 238))
 
