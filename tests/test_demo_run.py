@@ -22,7 +22,8 @@ def test_demo_run_beats_the_baseline_clearly(tmp_path):
                           cwd=ROOT, capture_output=True, text=True)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-4000:]
-    print(log[log.rfind("evaluation on"):])  # the run's final report (shown with pytest -s)
+    report_start = done.stdout.rfind("evaluation on")
+    print(done.stdout[report_start:] if report_start >= 0 else log[-2000:])  # the final report (pytest -s shows it)
     report = json.loads((run / "eval.json").read_text(encoding="utf-8"))
     model, baseline, swapped = report["model"], report["baseline"], report["images_swapped"]
     assert model["n"] >= 20 and model["parsed_fraction"] == 1.0
