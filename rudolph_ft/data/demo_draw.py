@@ -22,10 +22,6 @@ _BACKGROUNDS = ("wood", "cloth", "stone", "plain")
 _PLATES: dict[str, tuple[RGB, RGB]] = {  # name: (rim colour, well colour)
     "white": ((246, 246, 243), (238, 238, 234)),
     "cream": ((241, 231, 206), (234, 223, 196)),
-    "blue_rim": ((48, 84, 150), (243, 243, 240)),
-    "slate": ((66, 68, 73), (58, 60, 64)),
-    "terracotta": ((186, 108, 70), (232, 222, 205)),
-    "celadon": ((150, 182, 160), (226, 234, 226)),
 }
 
 
@@ -63,7 +59,7 @@ def random_scene(rng: np.random.Generator) -> Scene:
         background=background,
         table_colour=table_colour,
         accent_colour=accent_colour,
-        plate=str(rng.choice(["white", "cream"])),
+        plate=str(rng.choice(list(_PLATES))),
         centre=(0.5 + rng.uniform(-0.02, 0.02), 0.5 + rng.uniform(-0.02, 0.02)),
         plate_radius=rng.uniform(0.66, 0.72),
         squash=rng.uniform(0.96, 1.0),
