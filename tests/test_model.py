@@ -105,6 +105,78 @@ def test_losses_match_full_logits_route(model):
     torch.testing.assert_close(out.loss, (0.01 * left + image + 7 * right) / 8.01)
 
 
+def _first_layer_inputs(model: RuDolph) -> list[tuple[int, ...]]:
+    """Shapes of every input the first layer sees (prefix pass and rest), recorded by a forward hook."""
+    shapes = []
+    model.transformer.layers[0].register_forward_hook(lambda module, args, out: shapes.append(tuple(args[0].shape)))
+    return shapes
+
+
+def _losses_and_grads(model: RuDolph, ids: torch.Tensor, **kwargs):
+    model.zero_grad(set_to_none=True)
+    out = model(ids, loss_weights=WEIGHTS, **kwargs)
+    out.loss.backward()
+    losses = [float(getattr(out, name).detach()) for name in ("loss", "l_text_loss", "image_loss", "r_text_loss")]
+    return losses, {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+def test_loss_only_forward_skips_right_text_nothing_reads():
+    """Positions after the last non-pad label are left out of a loss-only forward; losses and gradients equal
+    those of the full forward (which the parity tests compare with the reference)."""
+    model = RuDolph(SMALL).eval()
+    ids = torch.cat([random_ids(SMALL, 1, seed=1, r_used=6), random_ids(SMALL, 1, seed=2, r_used=4)])
+    image_end = SMALL.l_text_seq_length + SMALL.image_seq_length
+    shapes = _first_layer_inputs(model)
+    trimmed = _losses_and_grads(model, ids)
+    assert shapes[-1][1] == image_end + 5  # right positions 0..4 predict the labels 1..5 (eos at 5)
+    full = _losses_and_grads(model, ids, return_logits=True)
+    assert shapes[-1][1] == SMALL.total_seq_length
+    assert trimmed[0] == pytest.approx(full[0], abs=1e-6)
+    for name, grad in trimmed[1].items():
+        torch.testing.assert_close(grad, full[1][name], atol=1e-6, rtol=1e-5, msg=name)
+    # a caption using every right position keeps them all but the last, whose label would lie past the end
+    ids = random_ids(SMALL, 2)
+    model(ids, loss_weights=WEIGHTS)
+    assert shapes[-1][1] == SMALL.total_seq_length - 1
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_left_text_shared_by_the_batch_is_computed_once(checkpointing):
+    """A left text equal in every row is computed once and attended by every row: logits, losses and gradients
+    equal the per-row computation."""
+    torch.manual_seed(0)
+    model = RuDolph(SMALL.replace(gradient_checkpointing=checkpointing)).train()  # train: checkpointing on
+    model.transformer.layers.apply(lambda m: setattr(m, "training", False))  # ...dropout-free layers
+    ids = random_ids(SMALL, 3, r_used=7)
+    ids[:, :SMALL.l_text_seq_length] = ids[:1, :SMALL.l_text_seq_length]
+    shapes = _first_layer_inputs(model)
+    shared = _losses_and_grads(model, ids, return_logits=True)
+    # one sequence: the left text once, then the three rows' image and right text
+    assert shapes[0] == (1, SMALL.l_text_seq_length + 3 * (SMALL.total_seq_length - SMALL.l_text_seq_length),
+                         SMALL.hidden_size)
+    with torch.no_grad():
+        logits = model(ids).logits
+    model.share_prefix = False
+    shapes.clear()
+    separate = _losses_and_grads(model, ids, return_logits=True)
+    assert shapes[0] == (3, SMALL.total_seq_length, SMALL.hidden_size)
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model(ids).logits, atol=1e-5, rtol=0)
+    assert shared[0] == pytest.approx(separate[0], abs=1e-6)
+    for name, grad in shared[1].items():
+        torch.testing.assert_close(grad, separate[1][name], atol=1e-6, rtol=1e-5, msg=name)
+    # rows with different left texts are computed per row
+    model.share_prefix = True
+    shapes.clear()
+    model(random_ids(SMALL, 3))
+    assert shapes == [(3, SMALL.total_seq_length, SMALL.hidden_size)]
+    # with dropout (the CPU training attention path) the shared prefix runs too
+    dropping = RuDolph(SMALL.replace(attention_dropout_prob=0.1, output_dropout_prob=0.1)).train()
+    out = dropping(ids, loss_weights=WEIGHTS)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and torch.isfinite(dropping.text_embeddings.weight.grad).all()
+
+
 def test_fully_masked_rows_stay_finite_forward_and_backward():
     model = RuDolph(SMALL).train()
     ids = random_ids(SMALL, 2, r_used=4)

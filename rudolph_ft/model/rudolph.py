@@ -8,6 +8,11 @@ unchanged. The computation is the reference's, reorganised for speed:
   are shifts that the softmax cancels, so they are not repeated here;
 - the output layer is evaluated only where it is used (text rows for text positions, image rows for image
   positions) when computing the loss, and only for the newest position while decoding;
+- a loss-only forward stops after the last right-text position whose label is not pad: later positions feed
+  no loss and, attention being causal, no other position;
+- a left text shared by every row of a batch (the empty one of captioning, say) is computed once: the layers run
+  on one sequence `[left text | row 1's image and right text | row 2's ...]` whose rows attend to the one left
+  text, so the matrix products see `P + B * R` positions instead of `B * (P + R)`;
 - incremental decoding keeps keys/values in a preallocated `KVCache`.
 """
 
@@ -127,18 +132,40 @@ class SelfAttention(nn.Module):
         self.output_dropout_prob = config.output_dropout_prob
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor] | None = None,
-                start: int = 0) -> torch.Tensor:
-        # x: (B, T, C); mask: (T, T_k) or (B, 1, T, T_k) bool, True = attend
-        batch, length, channels = x.shape
-        qkv = self.query_key_value(x).view(batch, length, 3, self.num_heads, self.head_dim)
-        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, nh, T, hd)
+                start: int = 0, shared: tuple[int, int] | None = None) -> torch.Tensor:
+        """x: (B, T, C); mask: (T, T_k) or (B, 1, T, T_k) bool, True = attend. `kv`: a cache's key/value buffers,
+        x's keys/values are written at `start`. `shared=(P, B)`: x is (1, P + B * R, C), P positions common to B
+        rows followed by each row's R others, and mask is (P + R, P + R)."""
+        if shared is not None:
+            return self._forward_shared(x, mask, *shared)
+        query, key, value = self._heads(self.query_key_value(x))
         if kv is not None:  # write the new keys/values, attend to everything cached so far
             keys, values = kv
-            keys[:, :, start:start + length] = key
-            values[:, :, start:start + length] = value
-            key, value = keys[:, :, :start + length], values[:, :, :start + length]
+            end = start + x.shape[1]
+            keys[:, :, start:end], values[:, :, start:end] = key, value
+            key, value = keys[:, :, :end], values[:, :, :end]
+        return self._output(self._attend(query, key, value, mask))
+
+    def _forward_shared(self, x: torch.Tensor, mask: torch.Tensor, prefix: int, batch: int) -> torch.Tensor:
+        qkv = self.query_key_value(x)  # (1, P + B * R, 3C)
+        rows = (x.shape[1] - prefix) // batch
+        p_query, p_key, p_value = self._heads(qkv[:, :prefix])  # (1, nh, P, hd)
+        query, key, value = self._heads(qkv[0, prefix:].view(batch, rows, -1))  # (B, nh, R, hd)
+        key = torch.cat([p_key.expand(batch, -1, -1, -1), key], dim=2)
+        value = torch.cat([p_value.expand(batch, -1, -1, -1), value], dim=2)
+        context = torch.cat([self._attend(p_query, p_key, p_value, mask[:prefix, :prefix]),
+                             self._attend(query, key, value, mask[prefix:]).view(1, batch * rows, -1)], dim=1)
+        return self._output(context)
+
+    def _heads(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, T, 3C) -> query, key, value, each (B, nh, T, hd)."""
+        batch, length = qkv.shape[:2]
+        return qkv.view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+
+    def _attend(self, query, key, value, mask) -> torch.Tensor:
+        """Attention context (B, T, C) of queries (B, nh, T, hd) over keys/values (B, nh, T_k, hd)."""
         scale = 1.0 / math.sqrt(self.head_dim)
-        if self.training and self.dropout_prob > 0 and x.device.type == "cpu":
+        if self.training and self.dropout_prob > 0 and query.device.type == "cpu":
             # CPU SDPA runs its unfused math path when dropout is on; this one fuses scale and mask into one
             # baddbmm and draws the dropout mask cheaply
             context = self._cpu_dropout_attention(query, key, value, mask, scale)
@@ -146,7 +173,10 @@ class SelfAttention(nn.Module):
             dropout_p = self.dropout_prob if self.training else 0.0
             context = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout_p,
                                                      scale=scale)
-        context = context.transpose(1, 2).reshape(batch, length, channels)  # (B, T, C)
+        batch, heads, length, head_dim = context.shape
+        return context.transpose(1, 2).reshape(batch, length, heads * head_dim)
+
+    def _output(self, context: torch.Tensor) -> torch.Tensor:
         output = self.dense(context).clamp(-65504, 65504)  # the reference clamps to the fp16 range
         return dropout(output, self.output_dropout_prob, self.training)
 
@@ -191,8 +221,9 @@ class TransformerLayer(nn.Module):
         self.post_attention_layernorm = nn.LayerNorm(hidden, eps=eps)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, kv=None, start: int = 0) -> torch.Tensor:
-        attention = self.attention(self.input_layernorm(x), mask, kv, start)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, kv=None, start: int = 0, shared=None) -> torch.Tensor:
+        """See `SelfAttention.forward`; every other part works on each position alone."""
+        attention = self.attention(self.input_layernorm(x), mask, kv, start, shared)
         if self.sandwich:
             attention = self.before_first_addition_layernorm(attention)
         x = x + attention
@@ -240,6 +271,9 @@ class RuDolph(nn.Module):
         # a 0 (pad) at left position i is replaced by the special token `text_vocab_size - l_text_seq_length + i`
         self.register_buffer("l_text_special_ids", self._l_text_special_ids(), persistent=False)
         self.gradient_checkpointing = config.gradient_checkpointing
+        # a left text equal in every row of a batch is computed once (e.g. the empty one of captioning); in
+        # training its dropout masks are then shared by the rows too. False computes it per row.
+        self.share_prefix = True
         self.apply(self._init_weights)
 
     def _l_text_special_ids(self, device=None) -> torch.Tensor:
@@ -299,17 +333,44 @@ class RuDolph(nn.Module):
         """
         start = cache.length if cache is not None else 0
         self._check_input(input_ids, start, validate_ids=cache is None or start == 0)
-        hidden = self._embed(input_ids, start)
-        hidden = self._run_layers(hidden, start, attention_mask, cache)
+        want_logits = return_logits or (return_logits is None and loss_weights is None)
+        if loss_weights is not None and cache is not None:
+            raise ValueError("loss_weights cannot be combined with a KV cache")
+        ids = input_ids if want_logits or loss_weights is None else input_ids[:, :self._scored_length(input_ids)]
+        shared = self._shared_prefix_length(ids, start, attention_mask, cache)
+        hidden = self._embed(ids, start)
+        if shared:  # one row of the common left text, then every row's other positions, as one sequence
+            hidden = torch.cat([hidden[:1, :shared], hidden[:, shared:].flatten(0, 1)[None]], dim=1)
+            hidden = self._run_layers(hidden, 0, None, None, (shared, ids.shape[0]))
+        else:
+            hidden = self._run_layers(hidden, start, attention_mask, cache)
         hidden = self.to_logits[0](self.transformer.final_layernorm(hidden))  # (B, T, C)
         output = RuDolphOutput(cache=cache)
         if loss_weights is not None:
-            if cache is not None:
-                raise ValueError("loss_weights cannot be combined with a KV cache")
             self._segment_losses(output, hidden, input_ids, loss_weights, loss_slicing)
-        if return_logits or (return_logits is None and loss_weights is None):
+        if want_logits:
             output.logits = self._logits(hidden[:, -1:] if last_only else hidden, head)
         return output
+
+    def _scored_length(self, input_ids: torch.Tensor) -> int:
+        """How many positions a loss-only forward computes: right-text positions after the last one whose label
+        (the next token) is not pad feed no loss and, attention being causal, no other position."""
+        cfg = self.config
+        image_end = cfg.l_text_seq_length + cfg.image_seq_length
+        if input_ids.shape[1] != cfg.total_seq_length:
+            return input_ids.shape[1]
+        scored = (input_ids[:, image_end + 1:] != 0).any(dim=0).nonzero()  # right-text labels 1.. that count
+        return image_end + (int(scored.max()) + 1 if scored.numel() else 1)
+
+    def _shared_prefix_length(self, ids: torch.Tensor, start: int, attention_mask, cache) -> int:
+        """The left text's length when every row has the same left text (it is then computed once and attended
+        by all rows, exactly as if repeated), else 0."""
+        l_len = self.config.l_text_seq_length
+        if (not self.share_prefix or cache is not None or attention_mask is not None or start != 0
+                or ids.shape[0] < 2 or ids.shape[1] <= l_len):
+            return 0
+        left = ids[:, :l_len]
+        return l_len if bool((left == left[:1]).all()) else 0
 
     def _check_input(self, input_ids: torch.Tensor, start: int, validate_ids: bool) -> None:
         cfg = self.config
@@ -339,23 +400,21 @@ class RuDolph(nn.Module):
         cfg = self.config
         image_start, image_end = cfg.l_text_seq_length, cfg.l_text_seq_length + cfg.image_seq_length
         end = start + input_ids.shape[1]
-        parts = []
-        lo, hi = start, min(end, image_start)
-        if hi > lo:  # left text, pads replaced by per-position special tokens
-            ids = input_ids[:, : hi - lo]
-            ids = torch.where(ids == 0, self.l_text_special_ids[lo:hi], ids)
-            parts.append(self.text_embeddings(ids) + self.l_text_pos_embeddings.weight[lo:hi])
+        l_end, r_start = max(min(end, image_start), start), max(start, image_end)
+        # left text (pads replaced by per-position special tokens) and right text: one lookup, one dense gradient
+        left = input_ids[:, : l_end - start]
+        left = torch.where(left == 0, self.l_text_special_ids[start:l_end], left)
+        right = input_ids[:, min(r_start, end) - start:]
+        left, right = self.text_embeddings(torch.cat([left, right], dim=1)).split([left.shape[1], right.shape[1]], 1)
+        parts = [left + self.l_text_pos_embeddings.weight[start:l_end]]
         lo, hi = max(start, image_start), min(end, image_end)
         if hi > lo:  # image: codebook embedding + row and column position embeddings
             pixel = torch.arange(lo - image_start, hi - image_start, device=input_ids.device)
             position = self.image_row_embeddings(pixel // cfg.image_tokens_per_dim)
             position = position + self.image_col_embeddings(pixel % cfg.image_tokens_per_dim)
             parts.append(self.image_embeddings(input_ids[:, lo - start: hi - start]) + position)
-        lo, hi = max(start, image_end), end
-        if hi > lo:  # right text
-            position = self.r_text_pos_embeddings.weight[lo - image_end: hi - image_end]
-            parts.append(self.text_embeddings(input_ids[:, lo - start:]) + position)
-        embeddings = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]  # (B, T, C)
+        parts.append(right + self.r_text_pos_embeddings.weight[r_start - image_end: max(end - image_end, 0)])
+        embeddings = torch.cat([part for part in parts if part.shape[1]], dim=1)  # (B, T, C)
         # the reference scales the embeddings' gradient by 0.1 this way (the value is unchanged)
         return embeddings * 0.1 + embeddings.detach() * 0.9
 
@@ -373,41 +432,51 @@ class RuDolph(nn.Module):
         empty_rows = ~combined.any(dim=-1, keepdim=True)
         return list(combined | (empty_rows & own))
 
-    def _run_layers(self, hidden, start, attention_mask, cache):
-        masks = self._layer_masks(start, start + hidden.shape[1], attention_mask)
+    def _run_layers(self, hidden, start, attention_mask, cache, shared: tuple[int, int] | None = None):
+        """The layer stack on `hidden` (B, T, C) at positions `start...`. With `shared=(P, B)`, `hidden` is
+        (1, P + B * R, C) (see `SelfAttention.forward`) and the result is unfolded to (B, P + R, C)."""
+        length = hidden.shape[1] if shared is None else shared[0] + (hidden.shape[1] - shared[0]) // shared[1]
+        masks = self._layer_masks(start, start + length, attention_mask)
         use_checkpoint = self.gradient_checkpointing and self.training and cache is None and torch.is_grad_enabled()
         for i, layer in enumerate(self.transformer.layers):
             mask = masks[self.transformer.mask_kinds[i]]
             if cache is not None:
                 hidden = layer(hidden, mask, (cache.keys[i], cache.values[i]), start)
             elif use_checkpoint:
-                hidden = checkpoint(layer, hidden, mask, use_reentrant=False)
+                hidden = checkpoint(layer, hidden, mask, None, 0, shared, use_reentrant=False)
             else:
-                hidden = layer(hidden, mask)
+                hidden = layer(hidden, mask, None, 0, shared)
         if cache is not None:
             cache.length = start + hidden.shape[1]
-        return hidden
+        if shared is None:
+            return hidden
+        prefix, batch = shared
+        rest = hidden[0, prefix:].view(batch, length - prefix, -1)
+        return torch.cat([hidden[:, :prefix].expand(batch, -1, -1), rest], dim=1)
 
-    def _head_weights(self, head: Head) -> tuple[torch.Tensor, torch.Tensor]:
+    def _split_heads(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """The output layer's text and image parts (weight, bias). One split serves both: its backward is one
+        concatenation, where slicing (or a split per head) adds a zero-filled full-size gradient per use."""
         linear, text = self.to_logits[1], self.config.text_vocab_size
-        if head == "joint":
-            return linear.weight, linear.bias
-        if head not in ("text", "image"):
-            raise ValueError(f"head must be 'joint', 'text' or 'image', got {head!r}")
-        # split (not slicing): its backward is one concatenation instead of a zero-filled full-size gradient
-        part = 0 if head == "text" else 1
         sizes = [text, linear.weight.shape[0] - text]
-        return linear.weight.split(sizes)[part], linear.bias.split(sizes)[part]
+        weights, biases = linear.weight.split(sizes), linear.bias.split(sizes)
+        return {"text": (weights[0], biases[0]), "image": (weights[1], biases[1])}
 
     def _logits(self, hidden: torch.Tensor, head: Head) -> torch.Tensor:
-        return F.linear(hidden, *self._head_weights(head))
+        linear = self.to_logits[1]
+        if head == "joint":
+            return linear(hidden)
+        if head not in ("text", "image"):
+            raise ValueError(f"head must be 'joint', 'text' or 'image', got {head!r}")
+        return F.linear(hidden, *self._split_heads()[head])
 
     def _segment_losses(self, output, hidden, input_ids, loss_weights, loss_slicing) -> None:
         """The reference's three losses; each segment's logits are computed only where they are scored."""
         cfg = self.config
         if loss_slicing not in LOSS_SLICINGS:
             raise ValueError(f"loss_slicing must be one of {LOSS_SLICINGS}, got {loss_slicing!r}")
-        l_len, image_end, length = cfg.l_text_seq_length, cfg.l_text_seq_length + cfg.image_seq_length, hidden.shape[1]
+        l_len, length = cfg.l_text_seq_length, input_ids.shape[1]
+        image_end = l_len + cfg.image_seq_length
         if length not in (l_len, image_end, cfg.total_seq_length):
             raise ValueError(f"the loss needs whole segments: length {l_len}, {image_end} or {cfg.total_seq_length}, "
                              f"got {length}")
@@ -425,10 +494,13 @@ class RuDolph(nn.Module):
         left_labels = torch.cat([l_text[:, 1:], image_ids[:, :1]], dim=1) if use_image else l_text[:, 1:]
         n_left = left_labels.shape[1]
         text_hidden, text_labels = hidden[:, :n_left], left_labels
-        if use_r_text:
-            text_hidden = torch.cat([text_hidden, hidden[:, image_end:length - 1]], dim=1)
-            text_labels = torch.cat([left_labels, r_text[:, 1:].masked_fill(r_text[:, 1:] == 0, -100)], dim=1)
-        token_losses = F.cross_entropy(self._logits(text_hidden, "text").float().flatten(0, 1),
+        if use_r_text:  # `hidden` may stop early: the right-text labels past it are all pad (`_scored_length`)
+            n_right = min(hidden.shape[1], length - 1) - image_end
+            right_labels = r_text[:, 1:1 + n_right]
+            text_hidden = torch.cat([text_hidden, hidden[:, image_end:image_end + n_right]], dim=1)
+            text_labels = torch.cat([left_labels, right_labels.masked_fill(right_labels == 0, -100)], dim=1)
+        heads = self._split_heads()
+        token_losses = F.cross_entropy(F.linear(text_hidden, *heads["text"]).float().flatten(0, 1),
                                        text_labels.flatten(), reduction="none").view_as(text_labels)
         output.l_text_loss = token_losses[:, :n_left].mean()
         if use_r_text:  # mean over the non-pad tokens of the batch, as cross_entropy(ignore_index=0) takes it
@@ -438,7 +510,7 @@ class RuDolph(nn.Module):
             image_labels = image_ids[:, 1:]
             if loss_slicing == "rc4":  # rc4 scores the last image position against the first right-text token
                 image_labels = torch.cat([image_labels, r_text[:, :1]], dim=1)
-            image_logits = self._logits(hidden[:, l_len: l_len + image_labels.shape[1]], "image")
+            image_logits = F.linear(hidden[:, l_len: l_len + image_labels.shape[1]], *heads["image"])
             output.image_loss = F.cross_entropy(image_logits.float().flatten(0, 1), image_labels.flatten())
         total, weight_sum = 0.0, 0.0
         for weight, loss in zip(loss_weights, (output.l_text_loss, output.image_loss, output.r_text_loss), strict=True):
