@@ -161,7 +161,8 @@ def main() -> None:
     make = article_step if args.impl == "article" else ours_step
     step = make(config, args.batch, args.optimizer, device, DTYPES[args.dtype], phases)
     result = time_steps(step, warmup=args.warmup, steps=args.steps, device=device)
-    print(json.dumps({**result, "phases": phases.medians(skip=args.warmup)}))
+    print(json.dumps({**result, "phases": phases.medians(skip=args.warmup),
+                      "phase_steps": phases.steps[args.warmup:]}))
 
 
 if __name__ == "__main__":
