@@ -323,15 +323,23 @@ def test_cpu_dropout_statistics_and_gradient():
     assert torch.equal(dropout(x, 0.1, training=True), y)  # reproducible from the torch seed
 
 
-def test_cpu_training_attention_path_equals_sdpa():
-    """With a vanishing dropout probability the CPU training path must compute exactly the eval path."""
+@pytest.mark.parametrize("chunk", [64, 5])
+def test_cpu_training_attention_path_equals_sdpa(monkeypatch, chunk):
+    """With a vanishing dropout probability the CPU training path (queries in blocks of `chunk`, each block
+    seeing the keys up to its last position) must compute exactly the eval path."""
+    from rudolph_ft.model.rudolph import SelfAttention
+
+    monkeypatch.setattr(SelfAttention, "query_chunk", chunk)
     config = SMALL.replace(attention_dropout_prob=1e-9, output_dropout_prob=0.0)
     model = RuDolph(config)
+    shared = random_ids(config, 2)
+    shared[:, :config.l_text_seq_length] = shared[:1, :config.l_text_seq_length]  # queries start after the keys
+    for ids in (random_ids(config, 2), shared):
+        model.train()
+        train_logits = model(ids).logits
+        model.eval()
+        torch.testing.assert_close(train_logits, model(ids).logits, atol=1e-5, rtol=0)
     ids = random_ids(config, 2)
-    model.train()
-    train_logits = model(ids).logits
-    model.eval()
-    torch.testing.assert_close(train_logits, model(ids).logits, atol=1e-5, rtol=0)
     mask = torch.ones(2, config.total_seq_length)  # key padding mask through the same path
     mask[1, -3:] = 0
     model.train()

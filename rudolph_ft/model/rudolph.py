@@ -122,6 +122,8 @@ class _Dropout16(torch.autograd.Function):
 
 
 class SelfAttention(nn.Module):
+    query_chunk = 64  # queries per block in the CPU training path (`_cpu_dropout_attention`)
+
     def __init__(self, config: RuDolphConfig) -> None:
         super().__init__()
         self.num_heads = config.num_attention_heads
@@ -181,16 +183,28 @@ class SelfAttention(nn.Module):
         return dropout(output, self.output_dropout_prob, self.training)
 
     def _cpu_dropout_attention(self, query, key, value, mask, scale) -> torch.Tensor:
+        """Attention with dropout on the probabilities, `query_chunk` queries at a time. The queries are the last
+        positions of the keys and every mask is causal, so a block of queries needs only the keys up to its own
+        last position: ~1/3 fewer products at RuDOLPH's lengths, and each block's scores stay in cache."""
         batch, heads, length, head_dim = query.shape
         keys = key.shape[2]
+        offset = keys - length  # absolute position of the first query
         bias = torch.zeros(mask.shape, dtype=query.dtype, device=query.device).masked_fill_(~mask, float("-inf"))
         bias = bias.reshape(-1, length, keys) if bias.dim() == 4 else bias  # (B, 1, T, T_k) -> (B, T, T_k)
         if bias.dim() == 3 and bias.shape[0] != batch * heads:
             bias = bias.repeat_interleave(heads, dim=0)
-        scores = torch.baddbmm(bias, query.reshape(-1, length, head_dim),
-                               key.reshape(-1, keys, head_dim).transpose(1, 2), alpha=scale)  # (B*nh, T, T_k)
-        probs = dropout(torch.softmax(scores, dim=-1), self.dropout_prob, True)
-        return torch.bmm(probs, value.reshape(-1, keys, head_dim)).view(batch, heads, length, head_dim)
+        query = query.reshape(-1, length, head_dim)  # (B*nh, T, hd)
+        key, value = key.reshape(-1, keys, head_dim), value.reshape(-1, keys, head_dim)
+        blocks, chunk = [], self.query_chunk
+        for start in range(0, length, chunk):
+            end = min(start + chunk, length)
+            seen = offset + end  # keys [0, seen) are all this block can attend to
+            scores = torch.baddbmm(bias[..., start:end, :seen], query[:, start:end],
+                                   key[:, :seen].transpose(1, 2), alpha=scale)  # (B*nh, block, seen)
+            probs = dropout(torch.softmax(scores, dim=-1), self.dropout_prob, True)
+            blocks.append(torch.bmm(probs, value[:, :seen]))
+        context = torch.cat(blocks, dim=1) if len(blocks) > 1 else blocks[0]
+        return context.view(batch, heads, length, head_dim)
 
 
 class MLP(nn.Module):
