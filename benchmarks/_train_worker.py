@@ -5,14 +5,13 @@ the article's substring freeze, bitsandbytes Adam8bit over model.parameters(), O
 reference env. `--impl ours`: rudolph-ft's step on cached image codes, the same freeze (`mode="article"`), the same
 optimizer and schedule.
 
-Each step also records where its time goes (`phases`: image codes, forward, backward, optimizer = clip + step +
+Each step also records where its time goes (`phase_steps`: image codes, forward, backward, optimizer = clip + step +
 schedule + zero_grad); `--device cuda --dtype bf16` runs both sides on a GPU under bf16 autocast.
 """
 
 import argparse
 import json
 import os
-import statistics
 import time
 
 import torch
@@ -38,10 +37,6 @@ class Phases:
         now = self._now()
         self.steps[-1][name] = now - self._last
         self._last = now
-
-    def medians(self, skip: int) -> dict:
-        kept = self.steps[skip:]
-        return {name: statistics.median(step[name] for step in kept) for name in kept[0]} if kept else {}
 
     def _now(self) -> float:
         if self.device.type == "cuda":
@@ -161,8 +156,7 @@ def main() -> None:
     make = article_step if args.impl == "article" else ours_step
     step = make(config, args.batch, args.optimizer, device, DTYPES[args.dtype], phases)
     result = time_steps(step, warmup=args.warmup, steps=args.steps, device=device)
-    print(json.dumps({**result, "phases": phases.medians(skip=args.warmup),
-                      "phase_steps": phases.steps[args.warmup:]}))
+    print(json.dumps({**result, "phase_steps": phases.steps[args.warmup:]}))  # bench_train takes the medians
 
 
 if __name__ == "__main__":

@@ -378,7 +378,7 @@ class RuDolph(nn.Module):
 
     def _shared_prefix_length(self, ids: torch.Tensor, start: int, attention_mask, cache) -> int:
         """The left text's length when every row has the same left text (it is then computed once and attended
-        by all rows, exactly as if repeated), else 0."""
+        by all rows: in eval exactly as if repeated, in training with one dropout mask for all rows), else 0."""
         l_len = self.config.l_text_seq_length
         if (not self.share_prefix or cache is not None or attention_mask is not None or start != 0
                 or ids.shape[0] < 2 or ids.shape[1] <= l_len):
