@@ -196,3 +196,133 @@ def test_read_table_reports_line_numbers_with_multiline_cells(tmp_path):
     table = read_table(path)
     assert [(row.row, row.line) for row in table.rows] == [(1, 2), (2, 5)]
     assert table.rows[0].values == {"a": "1", "b": "two\nlines"}
+
+
+# ---- inputs refused safely: paths leaving the images root, content never echoed, duplicate labels ----------
+SECRET = b"root:x:0:0:TOP-SECRET-CONTENT\n"
+
+
+def _outside_rows(tmp_path: Path) -> tuple[Path, Path]:
+    """A photo folder whose table points outside its root three ways; returns (folder, the outside file)."""
+    folder = _photo_folder(tmp_path)
+    outside = tmp_path / "elsewhere" / "secret.jpg"
+    outside.parent.mkdir()
+    outside.write_bytes(SECRET)
+    (folder / "images" / "link.jpg").symlink_to(outside)
+    _write_csv(folder, [
+        "0,10,5,20,200,борщ,images/good1.jpg",
+        "1,10,5,20,200,борщ,../../../etc/passwd",
+        f"2,10,5,20,200,борщ,{outside}",
+        "3,10,5,20,200,борщ,images/link.jpg",
+    ])
+    return folder, outside
+
+
+def _spy_opens(monkeypatch) -> list[str]:
+    """Record every file opened through Python (open, io.open, os.open, Path.read_bytes, PIL's Image.open)."""
+    import builtins
+    import io
+    import os
+
+    from PIL import Image as PILImage
+
+    opened: list[str] = []
+    real_open, real_os_open, real_pil_open = io.open, os.open, PILImage.open
+
+    def spy_open(file, *args, **kwargs):
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    def spy_os_open(path, *args, **kwargs):
+        opened.append(str(path))
+        return real_os_open(path, *args, **kwargs)
+
+    def spy_pil_open(file, *args, **kwargs):
+        opened.append(str(getattr(file, "name", file)))
+        return real_pil_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", spy_open)
+    monkeypatch.setattr(builtins, "open", spy_open)
+    monkeypatch.setattr(os, "open", spy_os_open)
+    monkeypatch.setattr(PILImage, "open", spy_pil_open)
+    return opened
+
+
+@pytest.mark.parametrize("read_images", [True, False])
+def test_paths_outside_the_images_root_are_excluded_unopened(tmp_path, monkeypatch, read_images):
+    folder, outside = _outside_rows(tmp_path)
+    opened = _spy_opens(monkeypatch)
+    report = check_data(food_config(folder), read_images=read_images)
+    assert [record.row for record in report.kept] == [1]
+    found = {item.row: [issue.code for issue in item.issues] for item in report.excluded}
+    assert found == {2: ["outside_root"], 3: ["outside_root"], 4: ["outside_root"]}
+    assert any(path.endswith("good1.jpg") for path in opened) == read_images  # the spy sees reads
+    assert not [path for path in opened if "secret" in path or "passwd" in path or "link.jpg" in path]
+    text = report.summary() + json.dumps(report.to_dict(), ensure_ascii=False)
+    assert text.count("outside the images root") >= 3 and "--allow-outside-root" in text
+    assert "TOP-SECRET" not in text and "root:x" not in text and SECRET[:8].hex(" ") not in text
+
+
+def test_allow_outside_root_accepts_an_image_kept_elsewhere(tmp_path):
+    folder, outside = _outside_rows(tmp_path)
+    shutil.copy(folder / "images/good2.jpg", outside)
+    _write_csv(folder, ["0,10,5,20,200,борщ,images/good1.jpg", f"1,10,5,20,200,щи,{outside}"])
+    assert [item.issues[0].code for item in check_data(food_config(folder)).excluded] == ["outside_root"]
+    report = check_data(food_config(folder, allow_outside_root=True))
+    assert report.ok and [record.image_path for record in report.kept][1] == outside
+
+
+def test_run_config_data_allow_outside_root_reaches_the_dataset(tmp_path):
+    from rudolph_ft.train.config import load_train_config
+    from rudolph_ft.train.prepare import run_dataset
+
+    folder, outside = _outside_rows(tmp_path)
+    shutil.copy(folder / "images/good2.jpg", outside)
+    _write_csv(folder, ["0,10,5,20,200,борщ,images/good1.jpg", f"1,10,5,20,200,щи,{outside}"])
+    refused = run_dataset(load_train_config(overrides=[f"data.path={folder}"]).data, 64)
+    assert len(refused) == 1 and refused.report.excluded[0].issues[0].code == "outside_root"
+    config = load_train_config(overrides=[f"data.path={folder}", "data.allow_outside_root=true"])
+    assert config.data.allow_outside_root is True and len(run_dataset(config.data, 64)) == 2
+
+
+def test_messages_never_echo_file_content(tmp_path):
+    folder = _photo_folder(tmp_path)
+    (folder / "images/text.jpg").write_bytes(SECRET)
+    _write_csv(folder, ["0,10,5,20,200,борщ,images/text.jpg"])
+    report = check_data(food_config(folder))
+    (issue,) = report.excluded[0].issues
+    assert issue.code == "corrupt_image" and "text.jpg" in issue.message
+    for shown in (SECRET[:4].hex(" "), "TOP-SECRET", "root:x"):
+        assert shown not in report.summary()
+    # a file that is no label table at all: its first line is not echoed as "columns"
+    (tmp_path / "not_a_table.csv").write_bytes(SECRET)
+    with pytest.raises(DataError) as caught:
+        check_data(food_config(tmp_path / "not_a_table.csv"))
+    assert "TOP-SECRET" not in str(caught.value) and "root:x" not in str(caught.value)
+    assert "not look like column names" in str(caught.value)
+
+
+def test_duplicates_with_different_labels_are_warned_about(tmp_path):
+    folder = _photo_folder(tmp_path)
+    _write_csv(folder, ["0,10,5,20,200,борщ,images/good1.jpg", "1,10,5,20,200,щи,images/copy_of_good1.jpg",
+                        "2,10,5,20,200,каша,images/good2.jpg"])
+    report = check_data(food_config(folder))
+    (dropped,) = report.excluded
+    assert dropped.row == 2 and "'щи'" in dropped.issues[0].message and "'борщ'" in dropped.issues[0].message
+    text = report.summary()
+    warning = next(line for line in text.splitlines() if line.startswith("WARNING"))
+    assert "different" in warning and text.index("WARNING") < text.index("excluded rows:")
+    assert "'щи'" in text and "'борщ'" in text
+    (conflict,) = report.to_dict()["duplicate_label_conflicts"]
+    assert conflict == {"row": 2, "image": "images/copy_of_good1.jpg", "label": "щи", "kept_row": 1,
+                        "kept_image": "images/good1.jpg", "kept_label": "борщ", "field": "name"}
+
+
+def test_duplicates_with_the_same_label_get_a_plain_note(tmp_path):
+    folder = _photo_folder(tmp_path)
+    _write_csv(folder, ["0,10,5,20,200,борщ,images/good1.jpg", "1,10,5,20,200,Борщ,images/copy_of_good1.jpg"])
+    report = check_data(food_config(folder))
+    (dropped,) = report.excluded
+    message = dropped.issues[0].message
+    assert "same image content as row 1" in message and "'Борщ'" in message and "only the first" in message
+    assert "WARNING" not in report.summary() and report.to_dict()["duplicate_label_conflicts"] == []

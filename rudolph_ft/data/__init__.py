@@ -6,7 +6,7 @@ image paths in it are relative to the table's folder unless an images root is gi
 
 from .cache import CACHE_ENV, CacheStats, CodeCache, default_cache_dir, gumbel_seed, vqgan_identity
 from .captions import ARTICLE_TEMPLATE, CaptionError, CaptionRules
-from .checks import DataReport, Exclusion, Issue, Note, Record, check_data
+from .checks import DataReport, Exclusion, Issue, LabelConflict, Note, Record, check_data
 from .config import ARTICLE_COLUMNS, NUTRIENT_COLUMNS, DataConfig, config_for, food_config
 from .datasets import CaptionedImageDataset, FoodDataset, collate_images
 from .images import PREPROCESSING_ID, ImageLoadError, file_sha256, load_image, preprocess_image, read_image
@@ -31,6 +31,7 @@ __all__ = [
     "FoodDataset",
     "ImageLoadError",
     "Issue",
+    "LabelConflict",
     "Note",
     "Record",
     "check_data",

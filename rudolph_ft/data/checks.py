@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -16,14 +17,15 @@ from tqdm import tqdm
 
 from .captions import CaptionError
 from .config import DataConfig
-from .images import LOAD_ERROR_TEXT, ImageLoadError, LoadedImage, read_image
-from .tables import DataError, TableRow, find_table, read_table
+from .images import LOAD_ERROR_TEXT, ImageLoadError, LoadedImage, error_text, read_image
+from .tables import DataError, TableRow, describe_columns, find_table, read_table
 
-__all__ = ["Issue", "Exclusion", "Note", "Record", "DataReport", "check_data", "REASON_TEXT"]
+__all__ = ["Issue", "Exclusion", "Note", "Record", "LabelConflict", "DataReport", "check_data", "REASON_TEXT"]
 
 # Every reason a row can be excluded for, in the order reports list them.
 REASON_TEXT = {
     "bad_row": "malformed row",
+    "outside_root": "outside the images root",
     **LOAD_ERROR_TEXT,
     "nan_value": "empty or NaN number",
     "non_numeric": "non-numeric value",
@@ -34,6 +36,8 @@ REASON_TEXT = {
     "duplicate_image": "duplicate image",
 }
 _NAN_WORDS = {"", "nan", "na", "n/a", "none", "null", "-"}
+_OUTSIDE_HINT = ("keep the images under the images root (or point --images-root at the folder holding them), "
+                 "or opt in with --allow-outside-root / `data.allow_outside_root: true`")
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,25 @@ class Record:
         return f"{self.image}#{self.sha256[:16]}" if self.sha256 else self.image
 
 
+@dataclass(frozen=True)
+class LabelConflict:
+    """A dropped duplicate whose label differs from the kept row's: one of the two labels is probably wrong.
+
+    Attributes:
+        row, image, label: the dropped row, its image path as written, its label.
+        kept_row, kept_image, kept_label: the same for the row that is kept (the first one).
+        field: what differs: the label column's name (the dish), or "caption".
+    """
+
+    row: int
+    image: str
+    label: str
+    kept_row: int
+    kept_image: str
+    kept_label: str
+    field: str
+
+
 @dataclass
 class DataReport:
     """The outcome of `check_data`: kept rows as `Record`s, excluded rows with reasons, and notes."""
@@ -103,6 +126,7 @@ class DataReport:
     excluded: list[Exclusion]
     notes: list[Note] = field(default_factory=list)
     images_read: bool = True  # False: images only checked to exist and be non-empty
+    label_conflicts: list[LabelConflict] = field(default_factory=list)  # duplicates whose labels differ
 
     @property
     def ok(self) -> bool:
@@ -121,6 +145,11 @@ class DataReport:
         ]
         if not self.images_read:
             lines.append("images were only checked to exist (not decoded, duplicates by path only)")
+        if self.label_conflicts:
+            lines.append(f"WARNING: {len(self.label_conflicts)} duplicate image(s) carry a different label than the "
+                         "row kept; only the first row's label is used, check which one is right:")
+            lines += [f"  row {c.row} {c.field} {c.label!r} ({c.image}) vs kept row {c.kept_row} {c.field} "
+                      f"{c.kept_label!r} ({c.kept_image})" for c in self.label_conflicts[:max_rows]]
         if self.excluded:
             counts = ", ".join(f"{REASON_TEXT.get(c, c)}: {n}" for c, n in _ordered(self.reason_counts()))
             lines += [f"excluded by reason: {counts}", "excluded rows:"]
@@ -151,6 +180,7 @@ class DataReport:
                 for e in self.excluded
             ],
             "notes": [{"row": n.row, "image": n.image, "message": n.message} for n in self.notes],
+            "duplicate_label_conflicts": [dataclasses.asdict(conflict) for conflict in self.label_conflicts],
         }
 
 
@@ -176,7 +206,8 @@ def check_data(
     table = read_table(table_path, columns=config.columns)
     missing = [name for name in config.needed_columns() if name not in table.columns]
     if missing:
-        raise DataError(f"{table_path} has no column(s) {', '.join(missing)}; its columns: {', '.join(table.columns)}."
+        raise DataError(f"{table_path} has no column(s) {', '.join(missing)}; its columns: "
+                        f"{describe_columns(table.columns)}."
                         " Fix the header or the dataset configuration (image column, caption template, ...)")
     root = config.resolved_images_root(table_path)
     notes = [Note(message) for message in table.notes]
@@ -187,10 +218,11 @@ def check_data(
             excluded.append(Exclusion(row.row, row.line, row.values.get(config.image_column, ""), issues))
         else:
             kept.append(record)
+    conflicts: list[LabelConflict] = []
     if config.drop_duplicates:
-        kept = _drop_duplicates(kept, excluded, by_content=read_images)
+        kept = _drop_duplicates(kept, excluded, conflicts, by_content=read_images, label_column=config.label_column)
     excluded.sort(key=lambda item: item.row)
-    return DataReport(config, table_path, root, len(table.rows), kept, excluded, notes, read_images)
+    return DataReport(config, table_path, root, len(table.rows), kept, excluded, notes, read_images, conflicts)
 
 
 def _check_rows(
@@ -232,6 +264,8 @@ def _check_row(
     sha256, notes = None, []
     if not image:
         issues.append(Issue("missing_file", f"column {config.image_column!r} is empty"))
+    elif not config.allow_outside_root and (outside := _outside_root(image, image_path, root)):
+        issues.append(outside)  # refused before the file is touched: not opened, hashed or decoded
     else:
         loaded, issue = _check_image(image_path, config.image_size, read_images)
         if issue:
@@ -247,6 +281,21 @@ def _check_row(
     return row, record, issues, notes
 
 
+def _outside_root(image: str, image_path: Path, root: Path) -> Issue | None:
+    """An issue when the image path leaves the images root (`../`, an absolute path, a symlink out), else None.
+
+    Only the path is resolved (lstat/readlink of its components); the file itself is never opened.
+    """
+    try:
+        real_root, real_path = root.resolve(), image_path.resolve()
+    except (OSError, RuntimeError) as err:  # a symlink loop
+        return Issue("unreadable_file", f"{image}: the path cannot be resolved ({error_text(err)}); fix its links")
+    if real_path.is_relative_to(real_root):
+        return None
+    target = "" if str(real_path) == image else f" (it resolves to {real_path})"
+    return Issue("outside_root", f"{image}{target} is outside the images root {real_root}; {_OUTSIDE_HINT}")
+
+
 def _check_image(path: Path, image_size: int, read_images: bool) -> tuple[LoadedImage | None, Issue | None]:
     try:
         if read_images:
@@ -259,7 +308,8 @@ def _check_image(path: Path, image_size: int, read_images: bool) -> tuple[Loaded
     except ImageLoadError as err:
         return None, Issue(err.reason, f"{err.path}: {err.detail}")
     except Exception as err:  # noqa: BLE001 - one strange file must not stop the check of all others
-        return None, Issue("corrupt_image", f"{path}: unexpected {type(err).__name__} while reading it: {err}")
+        return None, Issue("corrupt_image",
+                           f"{path}: unexpected {type(err).__name__} while reading it: {error_text(err)}")
 
 
 def _parse_number(text: str, column: str) -> tuple[float | None, Issue | None]:
@@ -280,21 +330,48 @@ def _parse_number(text: str, column: str) -> tuple[float | None, Issue | None]:
     return value, None
 
 
-def _drop_duplicates(kept: list[Record], excluded: list[Exclusion], *, by_content: bool) -> list[Record]:
-    """Keep the first row of each image (by content hash, or by resolved path when images were not read)."""
+def _drop_duplicates(
+    kept: list[Record], excluded: list[Exclusion], conflicts: list[LabelConflict], *, by_content: bool,
+    label_column: str | None,
+) -> list[Record]:
+    """Keep the first row of each image (by content hash, or by resolved path when images were not read).
+
+    Each dropped row is excluded with its label; one whose label differs from the kept row's is also a conflict.
+    """
     first: dict[Any, Record] = {}
     unique = []
     for record in kept:
         identity = record.sha256 if by_content and record.sha256 else record.image_path.resolve()
-        if identity in first:
-            original = first[identity]
-            how = "the same image content" if by_content else "the same file"
-            excluded.append(Exclusion(record.row, record.line, record.image, [Issue(
-                "duplicate_image", f"{how} as row {original.row} ({original.image}); only the first one is kept")]))
-        else:
+        if identity not in first:
             first[identity] = record
             unique.append(record)
+            continue
+        original = first[identity]
+        how = "the same image content" if by_content else "the same file"
+        what, label, kept_label = _labels(record, original, label_column)
+        if _normal(label) == _normal(kept_label):
+            message = f"{how} as row {original.row} ({original.image}), same {what} {label!r}; only the first is kept"
+        else:
+            conflicts.append(LabelConflict(record.row, record.image, label, original.row, original.image, kept_label,
+                                           what))
+            message = (f"{how} as row {original.row} ({original.image}) but a different {what}: {label!r} here, "
+                       f"{kept_label!r} there; only the first is kept: check which label is right")
+        excluded.append(Exclusion(record.row, record.line, record.image, [Issue("duplicate_image", message)]))
     return unique
+
+
+def _labels(record: Record, original: Record, label_column: str | None) -> tuple[str, str, str]:
+    """(what is compared, the record's label, the original's): the label column (dish), or the caption when the
+    labels agree but the captions do not (same dish, other nutrients) or there is no label column."""
+    if label_column:
+        label, kept_label = str(record.meta.get(label_column, "")), str(original.meta.get(label_column, ""))
+        if _normal(label) != _normal(kept_label) or record.caption == original.caption:
+            return label_column, label, kept_label
+    return "caption", record.caption, original.caption
+
+
+def _normal(label: str) -> str:
+    return " ".join(label.casefold().split())
 
 
 def _ordered(counts: Counter[str]) -> list[tuple[str, int]]:

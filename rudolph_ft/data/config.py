@@ -31,6 +31,8 @@ class DataConfig:
         required_columns: columns that must not be empty (the dish name).
         label_column: the column that names a row's class (the dish), for per-class counts.
         drop_duplicates: exclude rows whose image bytes repeat an earlier kept row's.
+        allow_outside_root: use image paths that leave the images root (`../`, absolute paths, symlinks out).
+            False: such rows are excluded as "outside the images root" without the file being opened.
         image_size: side of the square image tensor (`image_tokens_per_dim * 8`: 128 for 350M).
         val_fraction: share of rows for validation in `split()`; 0 keeps everything for training.
         split_seed: seed of the hash-based split (same seed + same rows -> same split).
@@ -46,6 +48,7 @@ class DataConfig:
     required_columns: tuple[str, ...] = ()
     label_column: str | None = None
     drop_duplicates: bool = True
+    allow_outside_root: bool = False
     image_size: int = 128
     val_fraction: float = 0.0
     split_seed: int = 0

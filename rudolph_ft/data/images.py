@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ __all__ = [
     "PREPROCESSING_ID",
     "ImageLoadError",
     "LoadedImage",
+    "error_text",
     "file_sha256",
     "load_image",
     "preprocess_image",
@@ -50,6 +52,8 @@ LOAD_ERROR_TEXT = {
 _HIGH_BIT_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 _TRANSPARENT_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _OPEN_LOCK = threading.Lock()  # guards the temporary change of Pillow's global bomb limit in `_open`
+_BYTES_LITERAL = re.compile(r"""(?<!\w)b(['"])(?:\\.|(?!\1).)*\1""")  # b'...' / b"..." as repr() writes bytes
+_MAX_ERROR_CHARS = 120
 
 
 class ImageLoadError(Exception):
@@ -78,6 +82,19 @@ class LoadedImage:
     mode: str  # the file's own pixel mode before conversion ("RGB", "I;16", "CMYK", ...)
     size: tuple[int, int]  # the file's own (width, height), before EXIF rotation and reduction
     notes: list[str] = field(default_factory=list)  # harmless but noteworthy facts (16-bit, animated, ...)
+
+
+def error_text(err: BaseException) -> str:
+    """A library exception's text, fit for a message about a file: never the file's content.
+
+    Decoders sometimes quote what they read (`broken PNG file (chunk b'...')`, a header token): bytes literals are
+    replaced by `<bytes>`, unprintable characters dropped and the text cut to a short sentence.
+    """
+    text = _BYTES_LITERAL.sub("<bytes>", str(err))
+    text = "".join(char for char in text if char.isprintable())
+    if len(text) > _MAX_ERROR_CHARS:
+        text = text[: _MAX_ERROR_CHARS - 3] + "..."
+    return text or type(err).__name__
 
 
 def file_sha256(path: str | Path) -> str:
@@ -174,13 +191,13 @@ def _open(data: bytes, path: str | Path) -> Image.Image:
         Image.MAX_IMAGE_PIXELS = None
         try:
             return Image.open(io.BytesIO(data))
-        except UnidentifiedImageError:
-            head = data[:8].hex(" ")
+        except UnidentifiedImageError:  # the message describes the file; it never quotes its bytes
             raise ImageLoadError(
-                path, "corrupt_image", f"not an image format Pillow can read (first bytes: {head}); replace the file"
+                path, "corrupt_image", f"not an image format Pillow can read ({len(data):,} bytes); replace the file"
             ) from None
         except (OSError, SyntaxError, ValueError, EOFError) as err:
-            raise ImageLoadError(path, "corrupt_image", f"bad image header ({err}); replace the file") from None
+            raise ImageLoadError(path, "corrupt_image", f"bad image header ({error_text(err)}); replace the file") \
+                from None
         finally:
             Image.MAX_IMAGE_PIXELS = saved_limit
 
@@ -208,13 +225,14 @@ def _decode(image: Image.Image, path: str | Path, target_size: int | None, max_p
     try:
         image.load()
     except Image.DecompressionBombError as err:
-        raise ImageLoadError(path, "image_too_large", f"{err}; downscale the file") from None
+        raise ImageLoadError(path, "image_too_large", f"{error_text(err)}; downscale the file") from None
     except (OSError, EOFError) as err:
         truncated = isinstance(err, EOFError) or "truncat" in str(err).lower()
         reason, what = ("truncated_image", "the file ends early") if truncated else ("corrupt_image", "bad data")
-        raise ImageLoadError(path, reason, f"{what} ({err}); re-export or re-download it") from None
+        raise ImageLoadError(path, reason, f"{what} ({error_text(err)}); re-export or re-download it") from None
     except (SyntaxError, ValueError, IndexError, ZeroDivisionError, MemoryError) as err:
-        raise ImageLoadError(path, "corrupt_image", f"bad data ({type(err).__name__}: {err}); replace it") from None
+        raise ImageLoadError(path, "corrupt_image", f"bad data ({type(err).__name__}: {error_text(err)}); replace it") \
+            from None
 
 
 def _note_file_facts(image: Image.Image, path: str | Path, notes: list[str]) -> None:
@@ -234,7 +252,7 @@ def _exif_upright(image: Image.Image, notes: list[str]) -> Image.Image:
     try:
         return ImageOps.exif_transpose(image)
     except Exception as err:  # noqa: BLE001 - any EXIF parsing failure only costs the rotation
-        notes.append(f"EXIF orientation could not be read ({err}); the image is used as stored")
+        notes.append(f"EXIF orientation could not be read ({error_text(err)}); the image is used as stored")
         return image
 
 
@@ -258,7 +276,8 @@ def to_rgb(image: Image.Image, notes: list[str] | None = None) -> Image.Image:
         return image.convert("RGB")
     except (ValueError, OSError) as err:
         raise ImageLoadError(getattr(image, "filename", "") or "<image>", "corrupt_image",
-                             f"pixel mode {mode} cannot be converted to RGB ({err}); save it as RGB") from None
+                             f"pixel mode {mode} cannot be converted to RGB ({error_text(err)}); save it as RGB") \
+            from None
 
 
 def _stretch_to_8bit(image: Image.Image, notes: list[str]) -> Image.Image:

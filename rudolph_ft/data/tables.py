@@ -5,14 +5,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["TABLE_NAMES", "DataError", "Table", "TableRow", "find_table", "read_table"]
+__all__ = ["TABLE_NAMES", "DataError", "Table", "TableRow", "describe_columns", "find_table", "read_table"]
 
 # File names looked for, in this order, when DATA is a folder.
 TABLE_NAMES = ("data.csv", "labels.csv", "data.jsonl", "labels.jsonl", "data.tsv", "labels.tsv")
+# What a column name may look like to be quoted in a message (letters in any script, digits, a few signs).
+_COLUMN_NAME = re.compile(r"[\w .,()/%#+*-]{0,64}")
 
 
 class DataError(ValueError):
@@ -54,6 +57,22 @@ def find_table(data: str | Path) -> Path:
                 return data / name
         raise DataError(f"{data} is a folder without a label table; put the labels in one of: {', '.join(TABLE_NAMES)}")
     raise DataError(f"{data} does not exist; give a CSV/JSONL file or a folder containing {TABLE_NAMES[0]}")
+
+
+def describe_columns(columns: Sequence[str]) -> str:
+    """The column names for a message, or only their number when they do not look like column names.
+
+    A file that is not a label table at all (a config, a key file) has a first line that must not be echoed.
+    """
+    if not columns:
+        return "(none)"
+    if _look_like_names(columns):
+        return ", ".join(columns)
+    return f"{len(columns)} cell(s) on the first line that do not look like column names (is it a label table?)"
+
+
+def _look_like_names(columns: Sequence[str]) -> bool:
+    return len(columns) <= 100 and all(_COLUMN_NAME.fullmatch(name) for name in columns)
 
 
 def read_table(path: str | Path, *, columns: Sequence[str] | None = None) -> Table:
@@ -157,12 +176,14 @@ def _match_columns(
     missing = [name for name in columns if name not in header]
     if not missing:
         return header, rows
-    if len(header) != len(columns) or path.suffix.lower() in (".jsonl", ".ndjson"):
+    jsonl = path.suffix.lower() in (".jsonl", ".ndjson")
+    if len(header) != len(columns) or jsonl or not _look_like_names(header):
         raise DataError(
-            f"{path} lacks column(s) {', '.join(missing)}; it has: {', '.join(header) or '(none)'}. "
+            f"{path} lacks column(s) {', '.join(missing)}; it has: {describe_columns(header)}. "
             f"Expected the columns {', '.join(columns)}"
         )
-    notes.append(f"{path.name}: header {header} renamed by position to {columns}, as the article does")
+    notes.append(f"{path.name}: header [{describe_columns(header)}] renamed by position to {columns}, "
+                 "as the article does")
     for row in rows:
         row.values = dict(zip(columns, row.values.values(), strict=True))
     return list(columns), rows

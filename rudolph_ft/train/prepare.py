@@ -66,7 +66,8 @@ def run_dataset(data: DataSection, image_size: int, *, progress: bool = False):
 
     return CaptionedImageDataset(config_for(
         data.path, data.images_root, template=data.caption, caption_column=data.caption_column,
-        image_size=image_size, val_fraction=data.val_fraction, split_seed=data.split_seed), progress=progress)
+        image_size=image_size, val_fraction=data.val_fraction, split_seed=data.split_seed,
+        allow_outside_root=data.allow_outside_root), progress=progress)
 
 
 def _load_dataset(config: TrainConfig, image_size: int, echo):
