@@ -8,7 +8,7 @@ A model directory (what training writes, what every inference command accepts) h
     components.json                     names of the official tokenizer / VQGAN it uses otherwise
 
 A training run directory holds such a directory per checkpoint; `hub.resolve_model_dir` picks the final model,
-else the newest checkpoint.
+else (an unfinished run) the newest complete checkpoint.
 Official presets use the official ruDALL-E tokenizer (`rudalle`) and VQGAN (`sber-gumbel-f8`).
 """
 
@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .config import MODEL_PRESETS
+from .device import resolve_device
 from .hub import resolve_model_dir
 
 __all__ = ["Components", "load_components", "save_components"]
@@ -52,19 +54,23 @@ def load_components(
     cache_dir: str | os.PathLike | None = None,
     offline: bool | None = None,
     pretrained: bool = True,
+    echo: Callable[[str], None] | None = None,
 ) -> Components:
     """Load a model and the tokenizers that belong to it.
 
     Args:
         model: a preset name, an official checkpoint, a model directory or a training run directory.
         tokenizer, vqgan: override what the model directory (or preset) names.
-        device: where to put the model and the VQGAN.
+        device: where to put the model and the VQGAN: `auto` (CUDA, then Apple MPS, then the CPU), None (the
+            CPU) or a torch device name (see `rudolph_ft.device.resolve_device`).
         cache_dir, offline: for hub downloads (see `load_model`). pretrained: False for random preset weights.
+        echo: told which checkpoint an unfinished training run (no `final/` yet) resolves to.
     """
     from .model import load_model
     from .model.vqgan import load_vqgan
     from .tokenizer import load_tokenizer
 
+    device = resolve_device(device)
     names = dict(OFFICIAL)
     name = str(model)
     if name in MODEL_PRESETS and not Path(name).exists():
@@ -72,7 +78,7 @@ def load_components(
     else:
         directory = Path(name).expanduser()
         if directory.is_dir() and not (directory / "pytorch_model.bin").is_file():
-            directory = resolve_model_dir(directory)
+            directory = resolve_model_dir(directory, echo=echo)
             names.update(_named_components(directory))
         loaded = load_model(directory, cache_dir=cache_dir, offline=offline, device=device)
     hub = {"cache_dir": cache_dir, "offline": offline}

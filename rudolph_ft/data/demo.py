@@ -4,14 +4,22 @@ Ten dishes, each with its own look; every photo shows a random portion (a heap w
 number of pieces), and its nutrients are the dish's per-unit values times that portion, rounded like a label
 (grams to one decimal, kcal to an integer). A model must read the picture, not just the dish, to get kcal right.
 Sample `i` depends only on `(seed, i)`, so a bigger `n` extends a smaller set.
+
+The checkout holds the set as `data/demo/`; an installed rudolph-ft draws the same set (same files, byte for byte, with
+the same Pillow and numpy) into the user's cache on first use (`ensure_demo_data`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
+import os
 import re
 import shlex
+import shutil
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +29,10 @@ from PIL import Image
 from .config import ARTICLE_COLUMNS
 from .demo_draw import PAINTERS, random_scene, render
 
-__all__ = ["Dish", "DISHES", "DemoSample", "demo_sample", "make_demo"]
+__all__ = ["DEMO_DATA", "Dish", "DISHES", "DemoSample", "demo_data_dir", "demo_sample", "ensure_demo_data", "make_demo"]
+
+# The demo set's folder in the checkout, and its name in run configs (configs/demo.yaml, the `data.path` default).
+DEMO_DATA = "data/demo"
 
 
 @dataclass(frozen=True)
@@ -94,7 +105,8 @@ def demo_sample(index: int, seed: int = 0, size: int = 128, amount: float | None
     return DemoSample(index, dish, drawn, dish.nutrients(drawn), render(scene, painter, drawn, size))
 
 
-def make_demo(out: str | Path, n: int = 300, seed: int = 0, size: int = 128, quality: int = 90) -> Path:
+def make_demo(out: str | Path, n: int = 300, seed: int = 0, size: int = 128, quality: int = 90, *,
+              named: str | Path | None = None) -> Path:
     """Write a demo dataset: `out/images/NNNN_<dish>.jpg`, `out/data.csv` (the article's columns) and a README.
 
     Re-running with the same arguments writes byte-identical files; photos of an earlier run that the new
@@ -106,6 +118,7 @@ def make_demo(out: str | Path, n: int = 300, seed: int = 0, size: int = 128, qua
         seed: dataset seed.
         size: photo side in pixels.
         quality: JPEG quality.
+        named: the folder the README's command names (default: `out`; another when `out` is a staging folder).
 
     Returns:
         The written `data.csv`.
@@ -130,8 +143,45 @@ def make_demo(out: str | Path, n: int = 300, seed: int = 0, size: int = 128, qua
         writer = csv.DictWriter(handle, fieldnames=list(ARTICLE_COLUMNS), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    (out / "README.md").write_text(_readme(out, n, seed, size, quality), encoding="utf-8")
+    (out / "README.md").write_text(_readme(Path(named or out), n, seed, size, quality), encoding="utf-8")
     return table
+
+
+def demo_data_dir() -> Path:
+    """Where an installed rudolph-ft keeps the demo set: `data/demo` under the cache root of the image-code cache
+    (`$RUDOLPH_FT_CACHE`, else `$XDG_CACHE_HOME/rudolph-ft`, else `~/.cache/rudolph-ft`)."""
+    from .cache import default_cache_dir
+
+    return default_cache_dir().parent / DEMO_DATA
+
+
+def ensure_demo_data(folder: str | Path | None = None, *, n: int = 300,
+                     echo: Callable[[str], None] = print) -> Path:
+    """The folder holding the demo set (`make_demo` defaults: seed 0, 128 px), drawn there first when it has none.
+
+    The set is drawn into a staging folder beside `folder` and renamed into place, so an interrupted or concurrent
+    draw (several training processes) never leaves a half-written set behind.
+
+    Args:
+        folder: where the set lives (default: `demo_data_dir()`, the user's cache).
+        n: number of photos (300: the checkout's `data/demo`).
+        echo: told where the set is drawn.
+    """
+    folder = Path(folder) if folder is not None else demo_data_dir()
+    if (folder / "data.csv").is_file():
+        return folder
+    echo(f"drawing the demo data set ({n} photos) into {folder} (once; `rudolph-ft data demo` draws the same set)")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-drawing-", dir=folder.parent))
+    try:
+        make_demo(staging, n=n, named=folder)
+        with contextlib.suppress(OSError):  # a non-empty folder: another process was faster, or a foreign folder
+            os.rename(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if not (folder / "data.csv").is_file():
+        raise FileExistsError(f"{folder} exists but holds no demo set (no data.csv): delete or empty it and rerun")
+    return folder
 
 
 def _readme(out: Path, n: int, seed: int, size: int, quality: int) -> str:

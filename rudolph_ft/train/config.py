@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,10 @@ import yaml
 
 from .freeze import FreezeConfig
 
-__all__ = ["TrainConfig", "ConfigError", "load_train_config", "apply_overrides"]
+__all__ = ["DEMO_CONFIG", "TrainConfig", "ConfigError", "load_train_config", "apply_overrides", "resolve_data_path"]
+
+# The quick-start demo run, shipped inside the package (configs/demo.yaml in the checkout links to it).
+DEMO_CONFIG = Path(__file__).parents[1] / "configs" / "demo.yaml"
 
 
 class ConfigError(ValueError):
@@ -51,7 +55,12 @@ class VQGANSection:
 
 @dataclass
 class DataSection:
-    """The data (`rudolph_ft.data.DataConfig` fields); `path` is a CSV/JSONL file or a folder with data.csv."""
+    """The data (`rudolph_ft.data.DataConfig` fields); `path` is a CSV/JSONL file or a folder with data.csv.
+
+    A relative `path` is relative to the working directory, like `output_dir` and every path on the command line
+    (not to the YAML file, which may live inside the installed package). `data/demo` names the demo set: that folder
+    when it is here (the checkout), else the same set drawn into the user's cache (`resolve_data_path`).
+    """
 
     path: str = "data/demo"
     images_root: str | None = None
@@ -59,6 +68,7 @@ class DataSection:
     caption_column: str | None = None
     val_fraction: float = 0.1
     split_seed: int = 0
+    allow_outside_root: bool = False  # use image paths leaving images_root (../, absolute, symlinks out)
     cache_dir: str | None = None  # image-code cache (default: ~/.cache/rudolph-ft/codes)
 
 
@@ -224,8 +234,12 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
     return values
 
 
-def load_train_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML run config (or the defaults when `path` is None) and apply `section.key=value` overrides."""
+def load_train_config(path: str | Path | None = None, overrides: list[str] | None = None, *,
+                      echo: Callable[[str], None] = print) -> TrainConfig:
+    """Read a YAML run config (or the defaults when `path` is None) and apply `section.key=value` overrides.
+
+    `data.path` is then resolved (`resolve_data_path`): the demo set is drawn on first use, telling `echo` where.
+    """
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -237,6 +251,25 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] | Non
             raise ConfigError(f"{path}: not valid YAML: {error}") from None
     values = apply_overrides(values, overrides or [])
     try:
-        return _build(TrainConfig, values, "")
+        config = _build(TrainConfig, values, "")
     except ConfigError as error:
         raise ConfigError(f"{path or 'config'}: {error}") from None
+    return resolve_data_path(config, echo=echo)
+
+
+def resolve_data_path(config: TrainConfig, echo: Callable[[str], None] = print) -> TrainConfig:
+    """Point `config.data.path` at the demo set in the user's cache when it names the demo set and is not here.
+
+    `data/demo` with no such folder in the working directory (an installed rudolph-ft, any folder) becomes the cached
+    set (`rudolph_ft.data.demo.demo_data_dir()`), drawn first if missing; so does that cached folder itself when it
+    was deleted (a run's `run_config.yaml` names it). Any other path is left as written: a missing one is reported
+    by the data checks, never replaced.
+    """
+    if Path(config.data.path).exists():
+        return config
+    from ..data.demo import DEMO_DATA, demo_data_dir, ensure_demo_data
+
+    cached = demo_data_dir()
+    if Path(config.data.path) in (Path(DEMO_DATA), cached):
+        config.data.path = str(ensure_demo_data(cached, echo=echo))
+    return config
