@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 from .config import HubFile
@@ -63,16 +65,21 @@ def local_path(path_or_name: str | os.PathLike) -> Path | None:
     return path if path.exists() else None
 
 
-def resolve_model_dir(path: str | os.PathLike) -> Path:
-    """A model directory (holding `config.json`): `path` itself, or a training run's `final/` model, else its newest
-    `checkpoints/step-N/`."""
+def resolve_model_dir(path: str | os.PathLike, *, echo: Callable[[str], None] | None = None) -> Path:
+    """A model directory (holding `config.json`): `path` itself, or a training run's `final/` model, else (an
+    unfinished run) its newest complete `checkpoints/step-N/`, which `echo`, when given, is told about."""
     path = Path(path).expanduser()
     if (path / "config.json").is_file():
         return path
     if (path / "final" / "config.json").is_file():
         return path / "final"
-    checkpoints = [p for p in path.glob("checkpoints/step-*") if (p / "config.json").is_file()]
+    # only step-N itself: a save in progress (or killed) lives in step-N.tmp-* until it is complete
+    checkpoints = [p for p in path.glob("checkpoints/step-*")
+                   if re.fullmatch(r"step-\d+", p.name) and (p / "config.json").is_file()]
     if checkpoints:
-        return max(checkpoints, key=lambda p: int(p.name.rsplit("-", 1)[-1]))
+        newest = max(checkpoints, key=lambda p: int(p.name.removeprefix("step-")))
+        if echo is not None:
+            echo(f"{path}: no final model yet (unfinished run); using its newest checkpoint {newest}")
+        return newest
     raise FileNotFoundError(f"{path}: not a model directory (no config.json) nor a training run with a final model "
                             "or checkpoints")

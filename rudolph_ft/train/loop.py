@@ -1,18 +1,23 @@
 """The training loop: `Trainer(config).run()` fine-tunes RuDOLPH with the article's recipe as defaults.
 
 Device placement, mixed precision and multi-process data parallelism come from `accelerate`
-(`accelerate launch -m rudolph_ft train ...`). A run directory holds everything needed to resume:
+(`accelerate launch -m rudolph_ft train ...`). A run directory holds everything needed to resume
+(`resume_command(RUN)`, which `train(resume=RUN)` runs):
 
     RUN/run_config.yaml   the config      RUN/metrics.jsonl, metrics.csv, loss_curve.png   per-step metrics
     RUN/bpe.model         a tokenizer learned from the captions (when configured)
     RUN/checkpoints/step-N/   model directory + training state      RUN/final/   the trained model directory
+RUN/run_config.yaml is written when a run starts (or resumes); every checkpoint and final/ hold a copy too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
 import random
+import shlex
 import signal
 import time
 from collections.abc import Callable
@@ -39,7 +44,14 @@ from .metrics import MetricsLog
 from .optim import build_optimizer, build_scheduler
 from .prepare import prepare_run
 
-__all__ = ["Trainer", "TrainingStopped", "train"]
+__all__ = ["Trainer", "TrainingStopped", "train", "resume_command"]
+
+RUN_CONFIG = "run_config.yaml"
+
+
+def resume_command(run_dir: str | Path) -> str:
+    """The command that continues the run in `run_dir` (what `train(resume=run_dir)` does), quoted for a shell."""
+    return f"rudolph-ft train --resume {shlex.quote(str(run_dir))}"
 
 
 class TrainingStopped(RuntimeError):
@@ -79,6 +91,7 @@ class Trainer:
     def run(self) -> dict:
         cfg = self.config
         checkpoint = self._checkpoint_to_resume()
+        self._write_run_config()
         torch.manual_seed(cfg.train.seed + self.accelerator.process_index)
         random.seed(cfg.train.seed)
         self.text_rng = random.Random(cfg.train.seed)
@@ -209,7 +222,13 @@ class Trainer:
 
     def _write_model(self, directory: Path) -> None:
         save_components(self._components(), directory, **self.prepared.component_names)
-        self.config.save(directory / "run_config.yaml")
+        self.config.save(directory / RUN_CONFIG)
+
+    def _write_run_config(self) -> None:
+        """RUN/run_config.yaml, what `rudolph-ft train --resume RUN` reads; atomic, so a kill leaves the old one."""
+        if self.accelerator.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.run_dir / RUN_CONFIG, self.config.save)
 
     def _save_checkpoint(self) -> None:
         self.accelerator.wait_for_everyone()
@@ -231,8 +250,8 @@ class Trainer:
             self.echo(f"resuming from {found}")
             return found
         if found is not None or (self.run_dir / "final").exists():
-            raise FileExistsError(f"{self.run_dir} already holds a run; resume it with `rudolph-ft train --resume "
-                                  f"{self.run_dir}` or choose another output_dir")
+            raise FileExistsError(f"{self.run_dir} already holds a run; resume it with "
+                                  f"`{resume_command(self.run_dir)}` or choose another output_dir")
         return None
 
     def _restore(self, checkpoint: Path) -> None:
@@ -247,7 +266,7 @@ class Trainer:
                    "stopped": self._stop_reason}
         if self._stop_reason is not None:
             self.echo(f"{self._stop_reason}: stopped after step {self.progress.step}, checkpoint saved. Resume with:\n"
-                      f"  rudolph-ft train --resume {self.run_dir}")
+                      f"  {resume_command(self.run_dir)}")
             return summary
         self._save_checkpoint()  # every process enters its barrier
         if self.accelerator.is_main_process:
@@ -259,6 +278,10 @@ class Trainer:
             if self.accelerator.is_main_process and summary["eval"]:
                 text = json.dumps(summary["eval"], indent=2, ensure_ascii=False) + "\n"
                 atomic_write(self.run_dir / "eval.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+                from .plots import write_eval_plots
+
+                for picture in write_eval_plots(summary["eval"], self.run_dir):  # confusion.png, kcal_scatter.png
+                    self.echo(f"picture: {picture}")
         return summary
 
 
@@ -292,10 +315,23 @@ def train(config_path: str | Path | None = None, overrides: list[str] | None = N
           echo: Callable[[str], None] = print) -> dict:
     """Run training from a YAML config (+ overrides), or resume the run in directory `resume`."""
     if resume is not None:
-        run_config = Path(resume) / "run_config.yaml"
-        if not run_config.is_file():
-            raise FileNotFoundError(f"{resume}: no run_config.yaml; is this a rudolph-ft run directory?")
-        config = load_train_config(run_config, [*(overrides or []), f"output_dir={resume}"])
+        config = load_train_config(_config_to_resume(Path(resume), echo), overrides)
+        # set, not an override: a YAML override would turn a directory named e.g. `007` into the number 7
+        config = dataclasses.replace(config, output_dir=str(resume))
     else:
         config = load_train_config(config_path, overrides)
     return Trainer(config, resume=resume is not None, echo=echo).run()
+
+
+def _config_to_resume(run_dir: Path, echo: Callable[[str], None]) -> Path:
+    """RUN/run_config.yaml, else the copy in the newest checkpoint (a run whose root copy is missing)."""
+    root = run_dir / RUN_CONFIG
+    if root.is_file():
+        return root
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is not None and (checkpoint / RUN_CONFIG).is_file():
+        if os.environ.get("RANK", "0") == "0":  # once, not per process of a multi-process launch
+            echo(f"{root} is missing; using the config saved with {checkpoint}")
+        return checkpoint / RUN_CONFIG
+    raise FileNotFoundError(f"{run_dir}: no {RUN_CONFIG}, nor a checkpoint holding one (checkpoints/step-N); is "
+                            "this a rudolph-ft run directory?")
