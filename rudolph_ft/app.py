@@ -7,6 +7,9 @@ lays them out as a Gradio page. Gradio is imported only there.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -14,7 +17,7 @@ from PIL import Image
 from .components import Components
 from .pipelines import generate_images, predict_nutrition, zero_shot_classify
 
-__all__ = ["DEFAULT_CLASSES", "nutrition_view", "zero_shot_view", "text_to_image_view", "build_demo"]
+__all__ = ["DEFAULT_CLASSES", "nutrition_view", "zero_shot_view", "text_to_image_view", "example_photos", "build_demo"]
 
 DEFAULT_CLASSES = "борщ, шаурма, плов, пельмени, салат оливье, блины, паста, суп"
 NUTRIENT_ROWS = (("protein", "белки", "g"), ("fat", "жиры", "g"), ("carbs", "углеводы", "g"), ("kcal", "ккал", "kcal"))
@@ -82,6 +85,59 @@ def text_to_image_view(components: Components, text: str, *, n: int = 4, seed: i
     return generate_images(components, text, int(n), seed=int(seed), rerank=rerank, style=style).images
 
 
+def example_photos(model: str | os.PathLike | None = None, *, k: int = 6, image_size: int = 128) -> list[str]:
+    """A few photos to try the demo on, a different dish each first.
+
+    A training run's validation photos (from its run_config.yaml) when `model` is a run (or its `final/`), else the
+    demo set (`data/demo` here, or its copy in the user's cache) when present, else none. A run whose data cannot be
+    read any more falls back to the demo set.
+
+    Args:
+        model: what the demo serves (a run directory, a model directory, a preset name).
+        k: how many photos at most.
+        image_size: the model's image side (only used for the data check's notes).
+    """
+    run_config = _run_config(model)
+    records = _validation_records(run_config, image_size) if run_config is not None else []
+    if not records:
+        from .data import check_data, food_config
+        from .data.demo import DEMO_DATA, demo_data_dir
+
+        demo = next((folder for folder in (Path(DEMO_DATA), demo_data_dir()) if (folder / "data.csv").is_file()), None)
+        records = check_data(food_config(demo), read_images=False).kept if demo is not None else []
+    one_per_dish: dict[str, Any] = {}
+    for record in records:
+        one_per_dish.setdefault(str(record.meta.get("name", record.image)), record)
+    firsts = list(one_per_dish.values())
+    chosen = firsts + [record for record in records if all(record is not first for first in firsts)]
+    return [str(record.image_path) for record in chosen[:k]]
+
+
+def _run_config(model: str | os.PathLike | None) -> Path | None:
+    """The run_config.yaml of a training run (or of one of its models), else None."""
+    from .hub import resolve_model_dir
+
+    if model is None or not Path(model).expanduser().is_dir():
+        return None
+    try:
+        path = resolve_model_dir(model) / "run_config.yaml"
+    except FileNotFoundError:
+        return None
+    return path if path.is_file() else None
+
+
+def _validation_records(run_config: Path, image_size: int) -> list:
+    from .data import DataError
+    from .train.config import load_train_config
+    from .train.prepare import run_dataset
+
+    try:
+        config = load_train_config(run_config, echo=lambda message: None)
+        return run_dataset(config.data, image_size).split()[1].records
+    except (DataError, OSError, ValueError):  # the run's data moved or changed: show the demo set instead
+        return []
+
+
 def _user_errors(function):
     """Show ValueErrors (things the user can fix) as Gradio error pop-ups."""
     import functools
@@ -98,10 +154,26 @@ def _user_errors(function):
     return wrapped
 
 
-def build_demo(components: Components, *, style: str = "rc4", title: str = "rudolph-ft"):
+def _example_photos_under(photo, examples: Sequence[str | os.PathLike] | None):
+    """Clickable example photos that load into the `photo` input (None when there are none)."""
+    import gradio as gr
+
+    photos = [str(path) for path in (example_photos() if examples is None else examples)]
+    if not photos:
+        return None
+    return gr.Examples([[path] for path in photos], inputs=[photo], label="Try one of these photos",
+                       elem_id="examples", examples_per_page=len(photos))
+
+
+def build_demo(components: Components, *, style: str = "rc4", title: str = "rudolph-ft",
+               examples: Sequence[str | os.PathLike] | None = None):
     """The Gradio page: tabs "Nutrition", "Zero-shot" and "Text to image" over one loaded model.
 
-    Launch with `.launch(server_name="127.0.0.1", server_port=7860)` (what `rudolph-ft serve` does).
+    The Nutrition tab opens with `examples`, photos predicted in one click (default: `example_photos()`, the demo
+    set when present; `rudolph-ft serve` passes a training run's validation photos).
+
+    Launch with `.launch(server_name="127.0.0.1", server_port=7860)` (what `rudolph-ft serve` does). The page runs
+    where `components` were loaded: `load_components(..., device="auto")` picks CUDA, then Apple MPS, then the CPU.
     """
     import gradio as gr
 
@@ -118,21 +190,27 @@ def build_demo(components: Components, *, style: str = "rc4", title: str = "rudo
         return text_to_image_view(components, text, n=n, seed=seed, style=style)
 
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
-        gr.Markdown(f"# {title}\nRuDOLPH captions a food photo; dish and nutrients are read from its best captions.")
+        gr.Markdown(f"# {title}\nRuDOLPH captions a food photo; dish and nutrients are read from its best captions. "
+                    f"Running on {components.device}.")
         with gr.Tab("Nutrition"):
             with gr.Row():
                 with gr.Column():
-                    photo = gr.Image(type="pil", label="Food photo", sources=["upload", "clipboard"], elem_id="photo")
+                    photo = gr.Image(type="pil", label="Food photo", sources=["upload", "clipboard"], elem_id="photo",
+                                     height=300)  # small photos (the demo's 128 px) keep a readable box
+                    shown = _example_photos_under(photo, examples)
                     n = gr.Slider(1, 64, value=16, step=1, label="Captions to sample")
                     seed = gr.Number(43, precision=0, label="Seed")
                     run = gr.Button("Predict", variant="primary")
                 with gr.Column():
-                    headline = gr.Markdown(elem_id="nutrition-headline")
+                    hint = "*Click an example photo on the left, or upload your own.*" if shown is not None else ""
+                    headline = gr.Markdown(hint, elem_id="nutrition-headline")
                     nutrients = gr.Dataframe(headers=["nutrient", "value"], label="Nutrients", interactive=False)
             captions = gr.Dataframe(headers=["rank", "score", "caption", "used"], label="Captions (best first, "
                                     "lower score = better)", interactive=False, wrap=True, elem_id="captions")
             run.click(on_photo, [photo, n, seed], [headline, nutrients, captions])
             photo.upload(on_photo, [photo, n, seed], [headline, nutrients, captions])
+            if shown is not None:  # a click loads the photo, then predicts with the current captions and seed
+                shown.load_input_event.then(on_photo, [photo, n, seed], [headline, nutrients, captions])
         with gr.Tab("Zero-shot"):
             with gr.Row():
                 with gr.Column():

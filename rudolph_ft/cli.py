@@ -23,17 +23,20 @@ _IMAGE_COLUMN = typer.Option(None, help="column with the image paths (default: p
 _NUMERIC = typer.Option("", help="comma-separated columns that must hold non-negative numbers")
 _REQUIRED = typer.Option("", help="comma-separated columns that must not be empty")
 _LABEL = typer.Option(None, help="column naming each row's class (the dish), for counts")
+_OUTSIDE_ROOT = typer.Option(False, "--allow-outside-root", help="use image paths that leave the images root "
+                             "(../, absolute paths, symlinks out); by default such rows are excluded unopened")
 
 
 def _data_config(data: str, images_root: str | None, template: str | None, caption_column: str | None,
-                 image_column: str | None, numeric: str, required: str, label: str | None):
+                 image_column: str | None, numeric: str, required: str, label: str | None, allow_outside_root: bool):
     from .data import config_for
 
     def names(text: str) -> tuple[str, ...]:
         return tuple(name.strip() for name in text.split(",") if name.strip())
 
     return config_for(data, images_root, template=template, caption_column=caption_column, image_column=image_column,
-                      numeric_columns=names(numeric), required_columns=names(required), label_column=label)
+                      numeric_columns=names(numeric), required_columns=names(required), label_column=label,
+                      allow_outside_root=allow_outside_root)
 
 
 def _data_error(err: Exception) -> typer.Exit:
@@ -53,6 +56,7 @@ def data_check(
     numeric: str = _NUMERIC,
     required: str = _REQUIRED,
     label: str | None = _LABEL,
+    allow_outside_root: bool = _OUTSIDE_ROOT,
 ) -> None:
     """Read every row and image once; print the rows kept and each excluded row with its reason.
 
@@ -63,7 +67,8 @@ def data_check(
     from .data import DataError, check_data
 
     try:
-        config = _data_config(data, images_root, template, caption_column, image_column, numeric, required, label)
+        config = _data_config(data, images_root, template, caption_column, image_column, numeric, required, label,
+                              allow_outside_root)
         report = check_data(config, progress=True)
     except (DataError, ValueError) as err:
         raise _data_error(err) from None
@@ -99,13 +104,15 @@ def data_stats(
     numeric: str = _NUMERIC,
     required: str = _REQUIRED,
     label: str | None = _LABEL,
+    allow_outside_root: bool = _OUTSIDE_ROOT,
 ) -> None:
     """Counts per dish, caption lengths, nutrient distributions and a word cloud of the kept rows (PNG + JSON)."""
     from .data import DataError, check_data
     from .data.stats import write_stats
 
     try:
-        config = _data_config(data, images_root, template, caption_column, image_column, numeric, required, label)
+        config = _data_config(data, images_root, template, caption_column, image_column, numeric, required, label,
+                              allow_outside_root)
         report = check_data(config, read_images=False, progress=True)
     except (DataError, ValueError) as err:
         raise _data_error(err) from None
@@ -144,13 +151,13 @@ def smoke(
 
 
 # ---- training commands (rudolph_ft/train) --------------------------------------------------------------------
-DEMO_CONFIG = "configs/demo.yaml"
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(
     ctx: typer.Context,
-    config: str = typer.Argument(None, help=f"run config YAML (default: {DEMO_CONFIG}, the from-scratch demo)"),
+    config: str = typer.Argument(None, help="run config YAML (default: the from-scratch demo packaged with "
+                                 "rudolph-ft, configs/demo.yaml in the checkout)"),
     resume: str = typer.Option(None, "--resume", help="continue the run in this directory from its last checkpoint"),
 ) -> None:
     """Fine-tune RuDOLPH. Extra arguments `section.key=value` override the config (e.g. train.epochs=3)."""
@@ -180,30 +187,39 @@ def eval_command(
     images_root: str = typer.Option(None, "--images-root", help="folder the data's image paths are relative to"),
     captions: int = typer.Option(8, "--captions", help="captions sampled per photo"),
     seed: int = typer.Option(43, help="sampling seed"),
-    out: str = typer.Option(None, "--out", help="write the full report (JSON) here"),
+    out: str = typer.Option(None, "--out", help="write the full report (JSON) here, and its pictures beside it"),
     modality_check: bool = typer.Option(True, help="also score with the photos swapped between examples"),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA, then Apple MPS, then the CPU), cpu, cuda, mps"),
 ) -> None:
-    """Dish accuracy and kcal / nutrient MAE from generated captions, next to the always-the-mean baseline."""
+    """Dish accuracy and kcal / nutrient MAE from generated captions, next to the always-the-mean baseline.
+
+    Also draws confusion.png (true vs predicted dish) and kcal_scatter.png (predicted vs true kcal): beside --out;
+    without it, in the --model folder when evaluating a run on its own validation split, else in ./eval-pictures.
+    """
     import json
     from pathlib import Path
 
     from .train.evaluate import evaluate_labelled_data, format_report
+    from .train.plots import write_eval_plots
 
-    report = evaluate_labelled_data(model, data, images_root=images_root, n=captions, seed=seed,
+    report = evaluate_labelled_data(model, data, images_root=images_root, n=captions, seed=seed, device=device,
                                     modality_check=modality_check, echo=typer.echo)
     typer.echo(format_report(report))
     if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         typer.echo(f"report: {out}")
+    own_split = data is None and Path(model).is_dir()  # a run on its own validation split: the run folder
+    pictures = Path(out).parent if out else Path(model) if own_split else Path("eval-pictures")
+    for path in write_eval_plots(report, pictures):
+        typer.echo(f"picture: {path}")
 
 
 def _demo_config() -> str:
-    from pathlib import Path
+    """The packaged demo config: `rudolph-ft train` runs it from any folder (its data: `resolve_data_path`)."""
+    from .train.config import DEMO_CONFIG
 
-    if not Path(DEMO_CONFIG).is_file():
-        raise typer.BadParameter(f"no config given and {DEMO_CONFIG} not found here: run from the rudolph-ft "
-                                 "checkout or pass a config file")
-    return DEMO_CONFIG
+    return str(DEMO_CONFIG)
 
 
 # ---- inference commands (rudolph_ft/pipelines, rudolph_ft/app.py) ---------------------------------------------
@@ -214,7 +230,7 @@ _MODEL = typer.Option("350M", "--model", "-m", help="preset name, official check
                       "run directory")
 _TOKENIZER = typer.Option(None, "--tokenizer", help="text tokenizer (bpe.model file or name) instead of the model's")
 _VQGAN = typer.Option(None, "--vqgan", help="VQGAN (folder, weights file or preset name) instead of the model's")
-_DEVICE = typer.Option(None, "--device", help="cpu (default), cuda, cuda:1, ...")
+_DEVICE = typer.Option("auto", "--device", help="auto (CUDA, then Apple MPS, then the CPU), cpu, cuda, cuda:1, mps")
 _OFFLINE = typer.Option(False, "--offline", help="never download: fail at once, saying what is missing")
 _STYLE = typer.Option("auto", "--style", help="prompt and scoring conventions: rc4 (the article's), rc10 (task tokens "
                       "of the official v2 checkpoints) or auto (rc10 for an official preset that has them, else rc4)")
@@ -398,15 +414,16 @@ def serve(
     port: int = typer.Option(7860, "--port", help="port to listen on"),
 ) -> None:
     """Web demo (Gradio): nutrients of an uploaded food photo, zero-shot classes, text to image."""
-    from .app import build_demo
+    from .app import build_demo, example_photos
 
     components, style = _load(model, tokenizer, vqgan, device, offline, style)
     try:
-        demo = build_demo(components, style=style, title=f"rudolph-ft: {model}")
+        demo = build_demo(components, style=style, title=f"rudolph-ft: {model}",
+                          examples=example_photos(model, image_size=components.model.config.image_size))
     except ImportError as err:
         typer.echo(f"error: the web demo needs gradio ({err}); install it with `pip install gradio`", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"serving {model} on http://{host}:{port} (Ctrl-C stops)")
+    typer.echo(f"serving {model} ({components.device}) on http://{host}:{port} (Ctrl-C stops)")
     demo.launch(server_name=host, server_port=port)
 
 

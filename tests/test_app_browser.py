@@ -25,7 +25,8 @@ if CHROMIUM is None:
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-PHOTO = sorted((ASSETS / "images").glob("*.jpg"))[0]
+PHOTOS = sorted((ASSETS / "images").glob("*.jpg"))[:4]
+PHOTO = PHOTOS[0]
 TIMEOUT_MS = 90_000
 
 _spec = importlib.util.spec_from_file_location("pipeline_bundle", ASSETS / "pipelines" / "bundle.py")
@@ -45,7 +46,8 @@ def server_url():
     """The demo over the scripted tiny model (it captions every photo as borscht), served on 127.0.0.1."""
     from rudolph_ft.app import build_demo
 
-    demo = build_demo(bundle.tiny_components(seed=1, scripted=bundle.SCRIPT), title="rudolph-ft browser test")
+    demo = build_demo(bundle.tiny_components(seed=1, scripted=bundle.SCRIPT), title="rudolph-ft browser test",
+                      examples=PHOTOS)
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False)
     yield f"http://127.0.0.1:{port}/"
@@ -72,6 +74,17 @@ def screenshot(page, tmp_path: Path, name: str) -> Path:
         keep.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, keep / name)
     return path
+
+
+def test_example_photo_predicts_in_one_click(server_url, page, tmp_path):
+    page.goto(server_url, wait_until="networkidle")
+    examples = page.locator("#examples img")
+    sync_api.expect(examples).to_have_count(len(PHOTOS))  # the page opens with the example photos
+    examples.first.click()
+    sync_api.expect(page.locator("#nutrition-headline")).to_contain_text("борщ — 70 kcal", timeout=TIMEOUT_MS)
+    sync_api.expect(page.locator("#captions")).to_contain_text(bundle.SCRIPT)  # the evidence
+    assert page.locator("#photo img").count() >= 1  # the clicked photo is shown as the input
+    screenshot(page, tmp_path, "example_clicked.png")
 
 
 def test_upload_photo_classify_and_draw_in_chromium(server_url, page, tmp_path):

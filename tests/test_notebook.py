@@ -24,4 +24,9 @@ def test_borscht_notebook_executes(tmp_path, monkeypatch):
     assert "блюдо: борщ; белков:" in text  # the first kept row's caption, in the article's template
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
     rich = [o for o in outputs if o.output_type in ("display_data", "execute_result")]
-    assert sum("image/png" in o.get("data", {}) for o in rich) >= 2  # the loss curve and the generated grid
+    # the loss curve, the dish confusion matrix, predicted vs true kcal and the generated grid
+    assert sum("image/png" in o.get("data", {}) for o in rich) >= 4
+    assert (tmp_path / "run" / "confusion.png").is_file() and (tmp_path / "run" / "kcal_scatter.png").is_file()
+    assert "kcal MAE" in text  # the evaluation's summary
+    tables = [o["data"]["text/markdown"] for o in rich if "text/markdown" in o.get("data", {})]
+    assert any(t.startswith("| dish | photos | accuracy | kcal MAE |") for t in tables)  # the per-dish table

@@ -16,10 +16,12 @@ from collections.abc import Sequence
 import torch
 
 __all__ = ["validation_loss", "evaluate_predictions", "evaluate_labelled_data", "evaluate_during_training",
-           "format_report", "NUTRIENTS"]
+           "format_report", "dish_confusion", "per_dish_scores", "NUTRIENTS", "NO_DISH"]
 
 #: prediction field -> label column of the article's CSV
 NUTRIENTS = {"kcal": "kkal", "protein": "belok", "fat": "fats", "carbs": "uglevod"}
+#: the confusion matrix's column for photos whose captions named no dish
+NO_DISH = "(no dish)"
 
 
 @torch.no_grad()
@@ -75,6 +77,42 @@ def _baseline_answer(reference_targets: Sequence[dict]) -> dict:
     return answer
 
 
+def dish_confusion(examples: Sequence[dict]) -> dict:
+    """Counts of (true dish, predicted dish) over the examples with a true dish.
+
+    Returns:
+        {"labels": names sorted (true and predicted dishes, NO_DISH last when some photo got none),
+        "counts": counts[i][j] = photos of dish labels[i] predicted as labels[j]}.
+    """
+    pairs = [(e["target"]["dish"], e["predicted"].get("dish") or NO_DISH) for e in examples if e["target"]["dish"]]
+    names = {name for pair in pairs for name in pair}
+    labels = sorted(names - {NO_DISH}) + ([NO_DISH] if NO_DISH in names else [])
+    index = {name: i for i, name in enumerate(labels)}
+    counts = [[0] * len(labels) for _ in labels]
+    for true, predicted in pairs:
+        counts[index[true]][index[predicted]] += 1
+    return {"labels": labels, "counts": counts}
+
+
+def per_dish_scores(examples: Sequence[dict], fallback_kcal: float) -> list[dict]:
+    """Photos, dish accuracy and kcal MAE per true dish, most photos first.
+
+    A photo without a predicted kcal counts as `fallback_kcal` (the baseline's mean), as in the overall MAE.
+    """
+    by_dish: dict[str, list[dict]] = {}
+    for example in examples:
+        if example["target"]["dish"]:
+            by_dish.setdefault(example["target"]["dish"], []).append(example)
+    rows = []
+    for dish, group in by_dish.items():
+        errors = [abs((e["predicted"].get("kcal") if e["predicted"].get("kcal") is not None else fallback_kcal)
+                      - e["target"]["kcal"]) for e in group if e["target"]["kcal"] is not None]
+        rows.append({"dish": dish, "n": len(group),
+                     "dish_accuracy": sum(e["predicted"].get("dish") == dish for e in group) / len(group),
+                     "kcal_mae": statistics.fmean(errors) if errors else None})
+    return sorted(rows, key=lambda row: (-row["n"], row["dish"]))
+
+
 def evaluate_predictions(components, images: Sequence, metas: Sequence[dict], *,
                          baseline_from: Sequence[dict] | None = None, modality_check: bool = True,
                          n: int = 8, best: int = 4, seed: int = 43, template: str = "блюдо:",
@@ -89,8 +127,9 @@ def evaluate_predictions(components, images: Sequence, metas: Sequence[dict], *,
         n, best, seed, template, batch_size: caption sampling (see `predict_nutrition`).
 
     Returns:
-        {"model": scores, "baseline": scores, "images_swapped": scores, "examples": [...]}; scores hold
-        dish_accuracy, kcal/protein/fat/carbs MAE, kcal MAE in % of the mean kcal and the parsed fraction.
+        {"model": scores, "baseline": scores, "images_swapped": scores, "examples": [...], "baseline_answer":
+        the baseline's dish and nutrients, "confusion": `dish_confusion`, "per_dish": `per_dish_scores`}; scores
+        hold dish_accuracy, kcal/protein/fat/carbs MAE, kcal MAE in % of the mean kcal and the parsed fraction.
     """
     from ..pipelines.predict import predict_nutrition_batch
 
@@ -107,15 +146,18 @@ def evaluate_predictions(components, images: Sequence, metas: Sequence[dict], *,
     report["examples"] = [{"target": t, "predicted": {k: p.get(k) for k in ("dish", *NUTRIENTS)},
                            "best_caption": (p.get("evidence") or [{}])[0].get("text")}
                           for t, p in zip(targets, predictions, strict=True)]
+    report["baseline_answer"] = fallback
+    report["confusion"] = dish_confusion(report["examples"])
+    report["per_dish"] = per_dish_scores(report["examples"], fallback["kcal"])
     return report
 
 
 def evaluate_labelled_data(model: str, data: str | None = None, *, images_root: str | None = None,
-                           echo=print, **options) -> dict:
+                           device: str | None = None, echo=print, **options) -> dict:
     """`evaluate_predictions` for a model (run dir, model dir, preset) on labelled data.
 
     Without `data`, a training run is evaluated on its own validation split (from its run_config.yaml), with
-    the baseline taken from its training split.
+    the baseline taken from its training split. `device`: as `load_components` takes it (`auto`, `cpu`, `cuda`, ...).
     """
     from pathlib import Path
 
@@ -124,7 +166,7 @@ def evaluate_labelled_data(model: str, data: str | None = None, *, images_root: 
     from ..data.config import config_for
     from ..hub import resolve_model_dir
 
-    components = load_components(model)
+    components = load_components(model, device=device, echo=echo)  # says when an unfinished run resolves to a checkpoint
     image_size = components.model.config.image_size
     baseline = None
     if data is None:
@@ -148,8 +190,8 @@ def evaluate_labelled_data(model: str, data: str | None = None, *, images_root: 
     return evaluate_predictions(components, images, metas, baseline_from=baseline, **options)
 
 
-def format_report(report: dict) -> str:
-    """A small table: model vs baseline vs images swapped."""
+def format_report(report: dict, *, per_dish: bool = True) -> str:
+    """A small table: model vs baseline vs images swapped; then photos, accuracy and kcal MAE per dish."""
     columns = [c for c in ("model", "baseline", "images_swapped") if c in report]
     rows = [("dish accuracy", "dish_accuracy", ".3f"), ("kcal MAE", "kcal_mae", ".1f"),
             ("kcal MAE, % of mean", "kcal_mae_pct_of_mean", ".1f"), ("protein MAE", "protein_mae", ".2f"),
@@ -160,6 +202,20 @@ def format_report(report: dict) -> str:
         if any(key in report[c] for c in columns):
             lines.append(f"{label:<22}" + "".join(
                 f"{format(report[c][key], spec) if key in report[c] else '-':>16}" for c in columns))
+    if per_dish and report.get("per_dish"):
+        lines += ["", _format_per_dish(report["per_dish"])]
+    return "\n".join(lines)
+
+
+def _format_per_dish(rows: Sequence[dict], limit: int = 30) -> str:
+    """Per-dish photos, accuracy and kcal MAE (the `limit` most common dishes; the JSON report has them all)."""
+    width = max(len("dish"), *(len(row["dish"]) for row in rows[:limit]))
+    lines = [f"{'dish':<{width}}{'photos':>8}{'accuracy':>10}{'kcal MAE':>10}"]
+    for row in rows[:limit]:
+        mae = "-" if row["kcal_mae"] is None else f"{row['kcal_mae']:.1f}"
+        lines.append(f"{row['dish']:<{width}}{row['n']:>8}{row['dish_accuracy']:>10.2f}{mae:>10}")
+    if len(rows) > limit:
+        lines.append(f"... and {len(rows) - limit} more dishes (all in the JSON report's per_dish)")
     return "\n".join(lines)
 
 
