@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from numerics import assert_close_scaled
 from PIL import Image
 
 from rudolph_ft.data.images import (
@@ -66,7 +67,7 @@ def test_preprocess_keeps_the_recipe_behaviour():
     assert 0.0 <= tensor.min() and tensor.max() <= 1.0
     square = image.crop((80, 0, 560, 480)).resize((64, 64), Image.BILINEAR)
     expected = np.asarray(square, dtype=np.float32).transpose(2, 0, 1) / 255.0
-    np.testing.assert_allclose(tensor.numpy(), expected, atol=1e-6)
+    assert_close_scaled(tensor, expected, reduction=1)  # one rounding: uint8 / 255
 
 
 # ---- pixel modes ----------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ import os
 import pickle
 import random
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -339,9 +338,7 @@ def test_load_tokenizer_errors_name_the_path(tmp_path):
 # Trainer ------------------------------------------------------------------------------------------------------
 def test_trainer_learns_a_usable_vocabulary(tmp_path):
     captions = fixtures_script.caption_texts(8, 2000)
-    start = time.perf_counter()
-    tokenizer = train_tokenizer(captions, 300, tmp_path / "bpe.model")
-    assert time.perf_counter() - start < 5
+    tokenizer = train_tokenizer(captions, 300, tmp_path / "bpe.model")  # speed: benchmarks/bench_tokenizer.py
     assert tokenizer.vocab_size == 300 and Tokenizer.from_file(tmp_path / "bpe.model").vocab() == tokenizer.vocab()
     vocab = tokenizer.vocab()
     assert vocab[:5] == ["<PAD>", "<UNK>", "<BOS>", "<EOS>", SPACE_SYMBOL]

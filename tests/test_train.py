@@ -162,9 +162,10 @@ def test_two_process_gloo_run_matches_one_process_with_the_same_global_batch(sma
     config = tiny_config(small_data, tmp_path / "two", *common, "train.batch_size=4")
     config.save(tmp_path / "two.yaml")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
+    # --standalone: the rendezvous store binds a free port itself (no fixed port to collide with another run)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "rudolph_ft", "train", str(tmp_path / "two.yaml")]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)  # a hang guard only
     assert done.returncode == 0, done.stderr[-3000:]
     one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert [s for s, _ in one] == [s for s, _ in two] == [1, 2, 3, 4, 5]
@@ -178,6 +179,7 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(small_data, tmp_path)
     import signal
     import subprocess
     import sys
+    import threading
     import time
 
     config = tiny_config(small_data, tmp_path / "run", "train.epochs=50", "checkpoint.every=0")
@@ -185,13 +187,22 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(small_data, tmp_path)
     process = subprocess.Popen([sys.executable, "-m", "rudolph_ft", "train", str(tmp_path / "cfg.yaml")],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lines = []  # drained as it comes, so a full pipe never blocks the run
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
+    # Waits on events (two steps logged, then the exit), never on a time: the guard only ends a hung run
+    hang_guard = threading.Timer(1800, process.kill)
+    hang_guard.start()
     metrics = tmp_path / "run" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+    while process.poll() is None and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
         time.sleep(0.2)
-    process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=120)
-    assert process.returncode == 130, output[-2000:]
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    process.wait()
+    hang_guard.cancel()
+    reader.join()
+    output = "".join(lines)
+    assert process.returncode == 130, f"exit {process.returncode} (-9: killed as hung)\n{output[-2000:]}"
     assert "received SIGTERM" in output and f"rudolph-ft train --resume {tmp_path / 'run'}" in output
     checkpoint = latest_checkpoint(tmp_path / "run")
     assert checkpoint is not None and int(checkpoint.name.split("-")[1]) >= 2
