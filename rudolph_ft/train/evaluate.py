@@ -166,7 +166,8 @@ def evaluate_labelled_data(model: str, data: str | None = None, *, images_root: 
     from ..data.config import config_for
     from ..hub import resolve_model_dir
 
-    components = load_components(model, device=device, echo=echo)  # says when an unfinished run resolves to a checkpoint
+    # echo: says when an unfinished run resolves to a checkpoint
+    components = load_components(model, device=device, echo=echo)
     image_size = components.model.config.image_size
     baseline = None
     if data is None:
