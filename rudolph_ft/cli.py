@@ -202,8 +202,12 @@ def eval_command(
     from .train.evaluate import evaluate_labelled_data, format_report
     from .train.plots import write_eval_plots
 
-    report = evaluate_labelled_data(model, data, images_root=images_root, n=captions, seed=seed, device=device,
-                                    modality_check=modality_check, echo=typer.echo)
+    try:
+        report = evaluate_labelled_data(model, data, images_root=images_root, n=captions, seed=seed, device=device,
+                                        modality_check=modality_check, echo=typer.echo)
+    except (OSError, ValueError, RuntimeError, KeyError) as err:  # as `_load` does for the inference commands
+        typer.echo(f"error: cannot evaluate {model!r}: {err}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(format_report(report))
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -416,6 +420,7 @@ def serve(
     """Web demo (Gradio): nutrients of an uploaded food photo, zero-shot classes, text to image."""
     from .app import build_demo, example_photos
 
+    _check_port_free(host, port)  # before the model loads: a second `serve` on a busy port fails at once
     components, style = _load(model, tokenizer, vqgan, device, offline, style)
     try:
         demo = build_demo(components, style=style, title=f"rudolph-ft: {model}",
@@ -424,7 +429,30 @@ def serve(
         typer.echo(f"error: the web demo needs gradio ({err}); install it with `pip install gradio`", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"serving {model} ({components.device}) on http://{host}:{port} (Ctrl-C stops)")
-    demo.launch(server_name=host, server_port=port)
+    try:
+        demo.launch(server_name=host, server_port=port)
+    except OSError as err:  # taken between the check and the launch, or an address this machine does not have
+        typer.echo(f"error: cannot listen on {host}:{port} ({err}); choose another port with --port", err=True)
+        raise typer.Exit(2) from None
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """End the command with status 2 when `host:port` cannot be listened on (e.g. another `serve` holds it)."""
+    import errno
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is no conflict
+            probe.bind((host, port))
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            message = (f"port {port} on {host} is taken (another `rudolph-ft serve`?); stop that server or choose "
+                       f"another port with --port, e.g. --port {port + 1 if port < 65535 else 7860}")
+        else:
+            message = f"cannot listen on {host}:{port} ({err}); choose another --host or --port"
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(2) from None
 
 
 def main() -> None:

@@ -25,13 +25,25 @@ def is_offline(offline: bool | None = None) -> bool:
 
 
 def _not_found_message(hub: HubFile, what: str, reason: str) -> str:
+    # `hf` is huggingface_hub's command line (it replaced `huggingface-cli`)
     return (
         f"{what}: cannot get {hub.filename!r} from hub repo {hub.repo_id!r} ({reason}).\n"
         f"  Download it where you have internet access, e.g.\n"
-        f"    huggingface-cli download {hub.repo_id} {hub.filename}\n"
-        f"  and copy the HF cache here, or pass a local path instead of the preset name, e.g.\n"
-        f"    load(\"/path/to/{hub.filename}\")  /  --model /path/to/{hub.filename}"
+        f"    hf download {hub.repo_id} {hub.filename}\n"
+        f"  and copy the HF cache (~/.cache/huggingface/hub) here, or load the file from a local path:\n"
+        f"    {_local_copy_hint(hub.filename, what)}"
     )
+
+
+def _local_copy_hint(filename: str, what: str) -> str:
+    """The Python call (and command-line option, where there is one) that reads a local copy of the file."""
+    if "tokenizer" in what:
+        return (f'from rudolph_ft import load_tokenizer; load_tokenizer("/path/to/{filename}")  /  '
+                f"--tokenizer /path/to/{filename}")
+    if "VQGAN" in what:
+        return f'from rudolph_ft import load_vqgan; load_vqgan("/path/to/{filename}")  /  --vqgan /path/to/{filename}'
+    preset = what.split()[1] if what.startswith("RuDOLPH ") and len(what.split()) > 2 else "350M"
+    return f'from rudolph_ft import load_model; load_model("/path/to/{filename}", preset="{preset}")'
 
 
 def resolve_file(
@@ -73,7 +85,8 @@ def resolve_model_dir(path: str | os.PathLike, *, echo: Callable[[str], None] | 
         return path
     if (path / "final" / "config.json").is_file():
         return path / "final"
-    # only step-N itself: a save in progress (or killed) lives in step-N.tmp-* until it is complete
+    # only step-N itself: a save in progress (or killed) lives in step-N.tmp-* until it is complete, and an old
+    # checkpoint is renamed to step-N.del-* before it is deleted (train/checkpoint.py)
     checkpoints = [p for p in path.glob("checkpoints/step-*")
                    if re.fullmatch(r"step-\d+", p.name) and (p / "config.json").is_file()]
     if checkpoints:

@@ -102,11 +102,20 @@ def _check_shapes(model: RuDolph, weights: dict[str, torch.Tensor]) -> None:
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except SafetensorError as error:  # truncated (a copy or save cut short) or not a safetensors file
+            raise ValueError(f"{path}: cannot read the weights ({error}; {path.stat().st_size} bytes): the file is "
+                             "truncated or damaged; copy it again or re-save the model") from None
     # pickled official checkpoints: weights_only=True never runs code from the file
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (EOFError, RuntimeError) as error:  # torch's message for a cut-off zip: "failed finding central directory"
+        raise ValueError(f"{path}: cannot read the checkpoint ({error}): the file is truncated or damaged; "
+                         "download or copy it again") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

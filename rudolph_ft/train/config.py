@@ -7,6 +7,8 @@ The article's recipe (RECIPE §1): 5 epochs, batch 10, lr 2e-5, bitsandbytes 8-b
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -143,16 +145,13 @@ class TrainConfig:
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
 
     def __post_init__(self) -> None:
+        _check_numbers(self)
         checks = [
             (self.train.precision in ("no", "bf16", "fp16"), "train.precision must be no, bf16 or fp16"),
             (self.train.nan_policy in ("stop", "skip"), "train.nan_policy must be stop or skip"),
             (self.optim.name in ("adam8bit", "adamw"), "optim.name must be adam8bit or adamw"),
             (self.schedule.name in ("onecycle", "constant"), "schedule.name must be onecycle or constant"),
             (self.logging.wandb in ("off", "online", "offline"), "logging.wandb must be off, online or offline"),
-            (self.train.epochs >= 1 and self.train.batch_size >= 1 and self.train.grad_accum >= 1,
-             "train.epochs, train.batch_size and train.grad_accum must be >= 1"),
-            (0.0 <= self.data.val_fraction < 1.0, "data.val_fraction must be in [0, 1)"),
-            (self.vqgan.views >= 1, "vqgan.views must be >= 1"),
             (self.vqgan.augment in ("gumbel", "dihedral"), "vqgan.augment must be gumbel or dihedral"),
             (self.vqgan.augment != "dihedral" or self.vqgan.views <= 8, "vqgan.augment=dihedral gives at most 8 views"),
             (self.tokenizer.name is not None or self.tokenizer.train_vocab_size,
@@ -166,7 +165,91 @@ class TrainConfig:
         return _plain(dataclasses.asdict(self))
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), allow_unicode=True, sort_keys=False), encoding="utf-8")
+        """Write the config as YAML, its paths absolute (a run resumes from any folder), as written in a comment."""
+        values, written = _absolute_paths(self.to_dict())
+        header = "".join(f"# {key}: {value}\n" for key, value in written.items())
+        if header:
+            header = f"# paths made absolute from the working directory {os.getcwd()}; as written:\n{header}"
+        text = yaml.safe_dump(values, allow_unicode=True, sort_keys=False)
+        Path(path).write_text(header + text, encoding="utf-8")
+
+
+def _absolute_paths(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(`values` with relative paths made absolute, {key: the path as written}) for the keys holding paths.
+
+    output_dir and data paths always are paths; a model, tokenizer or VQGAN name only when it names an existing
+    file or folder the loaders would take (a VQGAN preset name wins over a folder of that name, as in `load_vqgan`).
+    """
+    from ..config import VQGAN_PRESETS
+
+    keys = [("", "output_dir", True), ("data", "path", True), ("data", "images_root", True),
+            ("data", "cache_dir", True), ("model", "name", False), ("tokenizer", "name", False),
+            ("vqgan", "name", False)]
+    written = {}
+    for section, name, always in keys:
+        holder = values[section] if section else values
+        value = holder.get(name)
+        if value is None or (section == "vqgan" and value in VQGAN_PRESETS):
+            continue
+        path = Path(str(value)).expanduser()
+        if not always and not path.exists():
+            continue
+        absolute = os.path.abspath(path)
+        if absolute != value:
+            holder[name] = absolute
+            written[f"{section}.{name}" if section else name] = value
+    return values, written
+
+
+# Every numeric key: (whole number?, allowed?, the allowed range in words). None passes where the type allows it.
+_NUMBERS: dict[str, tuple[bool, Callable[[float], bool], str]] = {
+    "tokenizer.train_vocab_size": (True, lambda v: v >= 5, ">= 5 (4 special ids, then characters and merges)"),
+    "tokenizer.bpe_dropout": (False, lambda v: 0 <= v < 1, "in [0, 1)"),
+    "vqgan.seed": (True, lambda v: v >= 0, ">= 0"),
+    "vqgan.views": (True, lambda v: v >= 1, ">= 1"),
+    "data.val_fraction": (False, lambda v: 0 <= v < 1, "in [0, 1)"),
+    "data.split_seed": (True, lambda v: v >= 0, ">= 0"),
+    "optim.lr": (False, lambda v: v > 0, "> 0, e.g. 2e-5"),
+    "optim.weight_decay": (False, lambda v: v >= 0, ">= 0"),
+    "optim.betas": (False, lambda v: 0 <= v < 1, "two numbers in [0, 1), e.g. [0.9, 0.999]"),
+    "optim.eps": (False, lambda v: v > 0, "> 0"),
+    "optim.group_lr": (False, lambda v: v > 0, "a mapping of freeze roles to learning rates > 0"),
+    "schedule.final_div_factor": (False, lambda v: v > 0, "> 0"),
+    "schedule.pct_start": (False, lambda v: 0 < v < 1, "in (0, 1)"),
+    "train.epochs": (True, lambda v: v >= 1, ">= 1"),
+    "train.batch_size": (True, lambda v: v >= 1, ">= 1"),
+    "train.grad_accum": (True, lambda v: v >= 1, ">= 1"),
+    "train.max_grad_norm": (False, lambda v: v > 0, "> 0"),
+    "train.loss_weights": (False, lambda v: v >= 0, "three numbers >= 0 (left text, image, right text)"),
+    "train.seed": (True, lambda v: v >= 0, ">= 0"),
+    "train.max_steps": (True, lambda v: v >= 1, ">= 1 (or null: no limit)"),
+    "logging.every": (True, lambda v: v >= 1, ">= 1 (log every N steps)"),
+    "eval.every": (True, lambda v: v >= 0, ">= 0 (0: only at the end)"),
+    "eval.samples": (True, lambda v: v >= 0, ">= 0"),
+    "eval.captions_per_image": (True, lambda v: v >= 1, ">= 1"),
+    "checkpoint.every": (True, lambda v: v >= 0, ">= 0 (0: only at the end)"),
+    "checkpoint.keep": (True, lambda v: v >= 1, ">= 1"),
+}
+_LENGTHS = {"optim.betas": 2, "train.loss_weights": 3}
+
+
+def _check_numbers(config: TrainConfig) -> None:
+    """Raise ConfigError naming the first numeric key whose value has the wrong type or is out of its range."""
+    for key, (whole, allowed, words) in _NUMBERS.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value is None and key in ("tokenizer.train_vocab_size", "vqgan.seed", "train.max_steps"):
+            continue
+        values = list(value.values()) if isinstance(value, dict) else list(value) if isinstance(
+            value, (list, tuple)) else [value]
+        kind = "whole number" if whole else "number"
+        ok = key not in _LENGTHS or (isinstance(value, (list, tuple)) and len(value) == _LENGTHS[key])
+        for item in values if ok else []:
+            number = isinstance(item, (int, float)) and not isinstance(item, bool) and math.isfinite(item)
+            ok = ok and number and (not whole or isinstance(item, int)) and allowed(item)
+        if not ok:
+            described = words if key in _LENGTHS or isinstance(value, dict) else f"a {kind} {words}"
+            raise ConfigError(f"{key} must be {described}, got {value!r}")
 
 
 def _plain(value):
@@ -230,7 +313,12 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
                 raise ConfigError(f"override {item!r}: {part} is not a section")
-        target[leaf] = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            target[leaf] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as error:
+            problem = str(error).splitlines()[0]
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); quote it for the "
+                              "shell as one argument, e.g. 'optim.group_lr={output_head: 1e-4}'") from None
     return values
 
 

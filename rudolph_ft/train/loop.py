@@ -27,20 +27,21 @@ from pathlib import Path
 import torch
 
 from ..components import Components, save_components
-from ..io import atomic_write
+from ..io import FolderLock, apply_umask, atomic_write
 from .checkpoint import (
     Progress,
     capture_rng,
     latest_checkpoint,
     load_training_state,
     progress_dict,
+    remove_debris,
     restore_rng,
     save_checkpoint,
 )
 from .config import TrainConfig, load_train_config
 from .data import assemble_batch, batch_order
 from .freeze import apply_freeze, freeze_table
-from .metrics import MetricsLog
+from .metrics import DivergenceWatch, MetricsLog
 from .optim import build_optimizer, build_scheduler
 from .prepare import prepare_run
 
@@ -89,6 +90,18 @@ class Trainer:
         self._stop_reason = reason
 
     def run(self) -> dict:
+        """Train (or resume) holding the run folder's lock, so that a second run into it fails instead of mixing in."""
+        lock = FolderLock(self.run_dir, hint="choose another output_dir", echo=self.echo)
+        if self.accelerator.is_main_process:  # one lock per run, not one per process of a multi-process launch
+            lock.acquire()  # FolderLockedError (a FileExistsError: the CLI exits 2) when another run holds it
+        try:
+            if self.accelerator.is_main_process:
+                remove_debris(self.run_dir, echo=self.echo)  # what a killed save left: safe only while locked
+            return self._run()
+        finally:
+            lock.release()
+
+    def _run(self) -> dict:
         cfg = self.config
         checkpoint = self._checkpoint_to_resume()
         self._write_run_config()
@@ -134,6 +147,7 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.progress.step, desc="train", unit="step", dynamic_ncols=True,
                    disable=not (cfg.logging.progress and self.accelerator.is_main_process))
         self.model.train()
+        self.watch = DivergenceWatch(_largest_weight(self.model))
         epoch, batches = None, []
         while self.progress.step < self.total_steps and self._stop_reason is None:
             if epoch != self.progress.epoch:
@@ -145,6 +159,10 @@ class Trainer:
             metrics = self._optimizer_step(group)
             self.progress.batch_in_epoch += len(group)
             bar.update(1)
+            if "non_finite" in metrics:
+                self._non_finite(metrics)  # stops the run, unless train.nan_policy=skip
+            else:
+                self.watch.observe(metrics["step"], metrics["grad_norm"], _largest_weight(self.model))
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}",
                             samples_s=f"{metrics['samples_per_s']:.1f}")
             self._after_step(metrics)
@@ -169,17 +187,19 @@ class Trainer:
             totals = dict(zip(totals, acc.reduce(values, reduction="mean").tolist(), strict=True))
         self.progress.step += 1
         self.progress.samples_seen += samples * acc.num_processes
-        if not math.isfinite(totals["loss"]):
-            self._non_finite(totals["loss"])
         grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.train.max_grad_norm)
         lr = self.optimizer.param_groups[0]["lr"]
-        if math.isfinite(totals["loss"]):
+        finite = math.isfinite(totals["loss"])
+        if finite:  # a non-finite step leaves the weights as they were
             self.optimizer.step()
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         elapsed = time.perf_counter() - start
-        return {"step": self.progress.step, "epoch": self.progress.epoch, **totals, "lr": lr,
-                "grad_norm": float(grad_norm), "samples_per_s": samples * acc.num_processes / elapsed}
+        metrics = {"step": self.progress.step, "epoch": self.progress.epoch, **totals, "lr": lr,
+                   "grad_norm": float(grad_norm), "samples_per_s": samples * acc.num_processes / elapsed}
+        if not finite:  # which of the loss and its segment losses were NaN/inf
+            metrics["non_finite"] = [name for name, value in totals.items() if not math.isfinite(value)]
+        return metrics
 
     def _batch(self, indices: list[int]) -> torch.Tensor:
         cfg, prepared = self.config, self.prepared
@@ -187,24 +207,47 @@ class Trainer:
                               seed=cfg.train.seed, step=self.progress.step, tokenizer=prepared.components.tokenizer,
                               bpe_dropout=cfg.tokenizer.bpe_dropout, text_rng=self.text_rng)
 
-    def _non_finite(self, loss: float) -> None:
+    def _non_finite(self, metrics: dict) -> None:
+        """A NaN/inf loss: log the step, then skip it (train.nan_policy=skip) or stop saying what to do."""
+        self.metrics.log(metrics)  # whatever logging.every says
+        segments = [name for name in metrics["non_finite"] if name != "loss"]
+        what = f"step {metrics['step']}: loss is {metrics['loss']}" + (
+            f" (non-finite: {', '.join(segments)})" if segments else "")
         if self.config.train.nan_policy == "skip":
-            self.echo(f"step {self.progress.step}: loss is {loss}; step skipped (train.nan_policy=skip)")
+            self.echo(f"{what}; step skipped (train.nan_policy=skip)")
             return
+        self.metrics.plot()
+        warning = self.watch.explain()
         raise TrainingStopped(
-            f"step {self.progress.step}: loss is {loss}. Lower optim.lr, check the data (`rudolph-ft data check`), "
-            f"use train.precision=no or bf16, or set train.nan_policy=skip to skip such steps. The last checkpoint "
-            f"is in {self.run_dir / 'checkpoints'}.")
+            f"{what}. {warning + ' ' if warning else ''}Lower optim.lr (now {self.config.optim.lr:g}), check the data "
+            f"(`rudolph-ft data check`), use train.precision=no or bf16, or set train.nan_policy=skip to skip such "
+            f"steps. {self._checkpoint_note()}")
+
+    def _checkpoint_note(self) -> str:
+        """Which checkpoint the stopped run has, and whether it was saved after the blow-up began."""
+        found = latest_checkpoint(self.run_dir)
+        if found is None:
+            return f"No checkpoint was saved (checkpoint.every={self.config.checkpoint.every})."
+        step = int(found.name.removeprefix("step-"))
+        weight = self.watch.checkpoint_weights.get(step)
+        note = f"The last checkpoint is {found} (step {step}" + (
+            f", largest |w| {weight:.3g})." if weight is not None else ").")
+        began = self.watch.began()
+        if began is not None and step >= began:
+            note += (f" It was saved after the blow-up began at step {began}: do not resume it; start again with a "
+                     "lower optim.lr, or resume an earlier checkpoint if one is kept (delete the later ones first).")
+        return note
 
     def _after_step(self, metrics: dict) -> None:
         cfg, step = self.config, self.progress.step
-        if step % cfg.logging.every == 0 or step == self.total_steps:
-            self.metrics.log(metrics)
+        if "non_finite" not in metrics and (step % cfg.logging.every == 0 or step == self.total_steps):
+            self.metrics.log(metrics)  # (a non-finite step is logged already)
         if cfg.eval.every and step % cfg.eval.every == 0 and step < self.total_steps:
             self._evaluate(final=False)
         if self.on_step is not None:
             self.on_step(self, metrics)
         if (cfg.checkpoint.every and step % cfg.checkpoint.every == 0) or self._stop_reason is not None:
+            self.watch.remember_checkpoint(step)
             self._save_checkpoint()
 
     # ---- evaluation, checkpoints, the end -----------------------------------------------------------------
@@ -223,6 +266,7 @@ class Trainer:
     def _write_model(self, directory: Path) -> None:
         save_components(self._components(), directory, **self.prepared.component_names)
         self.config.save(directory / RUN_CONFIG)
+        apply_umask(directory)  # readable by others as the user's umask says, whatever mode each writer chose
 
     def _write_run_config(self) -> None:
         """RUN/run_config.yaml, what `rudolph-ft train --resume RUN` reads; atomic, so a kill leaves the old one."""
@@ -285,6 +329,12 @@ class Trainer:
         return summary
 
 
+def _largest_weight(model: torch.nn.Module) -> float:
+    """max |w| over the trainable parameters (one fused reduction): how far the weights have blown up."""
+    params = [p.detach() for p in model.parameters() if p.requires_grad]
+    return float(torch.stack(torch._foreach_norm(params, math.inf)).max()) if params else 0.0
+
+
 class _stop_on_signals:
     """Ctrl-C / SIGTERM ask the trainer to stop after the current step (a second Ctrl-C interrupts at once)."""
 
@@ -313,14 +363,43 @@ class _stop_on_signals:
 
 def train(config_path: str | Path | None = None, overrides: list[str] | None = None, *, resume: str | None = None,
           echo: Callable[[str], None] = print) -> dict:
-    """Run training from a YAML config (+ overrides), or resume the run in directory `resume`."""
+    """Run training from a YAML config (+ overrides), or resume the run in directory `resume`.
+
+    A run that saved no checkpoint yet (killed or failed early) is not continued by a fresh run into its folder,
+    which would reuse its state (bpe.model) unasked: `resume` starts it again from step 0 with its saved config.
+    """
     if resume is not None:
-        config = load_train_config(_config_to_resume(Path(resume), echo), overrides)
+        run_dir = Path(resume)
+        config = load_train_config(_config_to_resume(run_dir, echo), overrides)
         # set, not an override: a YAML override would turn a directory named e.g. `007` into the number 7
         config = dataclasses.replace(config, output_dir=str(resume))
-    else:
-        config = load_train_config(config_path, overrides)
-    return Trainer(config, resume=resume is not None, echo=echo).run()
+        from .prepare import check_learned_tokenizer
+
+        check_learned_tokenizer(config, run_dir)  # before the resume rewrites run_config.yaml with these overrides
+        restart = _unfinished_without_checkpoint(run_dir)
+        if restart and os.environ.get("RANK", "0") == "0":
+            echo(f"{run_dir}: no checkpoint yet; starting the run again from step 0 with its saved config")
+        return Trainer(config, resume=not restart, echo=echo).run()
+    config = load_train_config(config_path, overrides)
+    run_dir = Path(config.output_dir)
+    left = _unfinished_without_checkpoint(run_dir)
+    if left:
+        with FolderLock(run_dir, hint="choose another output_dir", echo=lambda message: None):
+            pass  # a live run that has no checkpoint yet is named as the holder (FolderLockedError), not as unfinished
+        raise FileExistsError(f"{run_dir} holds an unfinished run that saved no checkpoint ({', '.join(left)}); "
+                              f"start it again with `{resume_command(run_dir)}` (its saved config, from step 0) or "
+                              "choose another output_dir")
+    return Trainer(config, echo=echo).run()
+
+
+def _unfinished_without_checkpoint(run_dir: Path) -> list[str]:
+    """The state files (run_config.yaml, bpe.model) in `run_dir` when it holds neither a complete checkpoint nor
+    final/ (an attempt that stopped early), else []."""
+    from ..components import TOKENIZER_NAME
+
+    if latest_checkpoint(run_dir) is not None or (run_dir / "final").exists():
+        return []
+    return [name for name in (RUN_CONFIG, TOKENIZER_NAME) if (run_dir / name).is_file()]
 
 
 def _config_to_resume(run_dir: Path, echo: Callable[[str], None]) -> Path:

@@ -3,6 +3,8 @@ encoded once)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,10 +13,13 @@ import torch
 
 from ..components import TOKENIZER_NAME, Components
 from ..config import VQGAN_PRESETS
+from ..io import atomic_write
 from .config import DataSection, TrainConfig
 from .data import Examples
 
-__all__ = ["Prepared", "prepare_run", "run_dataset"]
+__all__ = ["Prepared", "prepare_run", "run_dataset", "check_learned_tokenizer"]
+
+BPE_SETTINGS = "bpe.settings.json"  # beside a learned bpe.model: the settings it was learned with
 
 
 @dataclass
@@ -87,13 +92,59 @@ def _tokenizer(config: TrainConfig, run_dir: Path, captions: list[str], echo, is
     learned = run_dir / TOKENIZER_NAME
     if config.tokenizer.name is not None:
         return load_tokenizer(config.tokenizer.name)
-    if learned.is_file():  # resumed run: the vocabulary learned at its start
+    settings = _bpe_settings(config, captions)
+    if learned.is_file():  # resumed run: the vocabulary learned at its start, if this config would learn the same
+        check_learned_tokenizer(config, run_dir, captions, echo)
         return load_tokenizer(learned)
     tokenizer = train_tokenizer(captions, config.tokenizer.train_vocab_size)
-    if is_main:
+    if is_main:  # the settings first: a bpe.model always has the settings that made it beside it
+        text = json.dumps(settings, indent=2, ensure_ascii=False) + "\n"
+        atomic_write(run_dir / BPE_SETTINGS, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
         tokenizer.save(learned)
     echo(f"tokenizer: learned {tokenizer.vocab_size} BPE ids from {len(captions)} training captions -> {learned}")
     return tokenizer
+
+
+def _bpe_settings(config: TrainConfig, captions: list[str]) -> dict:
+    """What a learned bpe.model depends on: the vocabulary size and the training captions (data, split)."""
+    digest = hashlib.sha256("\n".join(captions).encode("utf-8")).hexdigest()
+    return {"train_vocab_size": config.tokenizer.train_vocab_size, "data_path": str(Path(config.data.path).absolute()),
+            "split_seed": config.data.split_seed, "val_fraction": config.data.val_fraction,
+            "captions": len(captions), "captions_sha256": digest}
+
+
+_SETTING_KEYS = {"train_vocab_size": "tokenizer.train_vocab_size", "split_seed": "data.split_seed",
+                 "val_fraction": "data.val_fraction"}
+
+
+def check_learned_tokenizer(config: TrainConfig, run_dir: Path, captions: list[str] | None = None,
+                            echo: Callable[[str], None] = print) -> None:
+    """Raise ValueError, naming both values, when RUN/bpe.model was learned with other settings than `config`'s.
+
+    Without `captions` only the config is compared (before any work, e.g. before a resume rewrites
+    run_config.yaml); with them also the training captions it was learned from.
+    """
+    learned, saved_file = run_dir / TOKENIZER_NAME, run_dir / BPE_SETTINGS
+    if config.tokenizer.name is not None or not learned.is_file():
+        return
+    if not saved_file.is_file():  # written by a rudolph-ft that kept no settings: nothing to compare
+        if captions is not None:
+            echo(f"note: reusing {learned} unchecked (no {BPE_SETTINGS} beside it)")
+        return
+    saved = json.loads(saved_file.read_text(encoding="utf-8"))
+    ours = _bpe_settings(config, captions or [])
+    what = "; start this run in another output_dir, or delete both files to learn the tokenizer again"
+    for key, name in _SETTING_KEYS.items():
+        if saved.get(key) != ours[key]:
+            raise ValueError(f"{learned} was learned with {name}={saved.get(key)} ({saved_file}), this run's config "
+                             f"says {ours[key]}{what}")
+    if captions is not None and saved.get("captions_sha256") != ours["captions_sha256"]:
+        def described(values: dict) -> str:
+            return (f"{values.get('captions')} training captions of {values.get('data_path')} (sha256 "
+                    f"{str(values.get('captions_sha256'))[:12]})")
+
+        raise ValueError(f"{learned} was learned from {described(saved)} ({saved_file}), this run has "
+                         f"{described(ours)}: the data changed{what}")
 
 
 def _check_image_layout(model_config, vqgan) -> None:
