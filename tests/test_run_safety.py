@@ -187,3 +187,40 @@ def test_a_run_writes_with_the_users_umask(workdir, tmp_path):
     for path in folders + files:
         expected = 0o755 if path.is_dir() else 0o644
         assert stat.S_IMODE(path.stat().st_mode) == expected, f"{path}: {oct(stat.S_IMODE(path.stat().st_mode))}"
+
+
+@pytest.mark.slow
+def test_killed_at_many_random_moments_the_run_still_ends_as_an_uninterrupted_one(workdir):
+    """SIGKILL at seeded-random moments (inside steps, saves, metrics writes), each time continued with
+    `rudolph-ft train --resume RUN`: the run ends with the uninterrupted run's per-step metrics and weights."""
+    import random
+    import time
+
+    from test_cli_resume import step_metrics
+
+    longer = "train.epochs=8"  # 24 steps, a checkpoint at each: the kills land in steps, saves and deletions
+    full = run(f"rudolph-ft train run.yaml output_dir=runs/random-full {longer}", workdir)
+    assert full.returncode == 0, (full.stdout + full.stderr)[-3000:]
+    delays, kills = random.Random(0), 0
+    command = ["rudolph-ft", "train", "run.yaml", "output_dir=runs/random", longer]
+    for _ in range(12):  # a bound: each attempt either is killed or finishes
+        process = subprocess.Popen(command, cwd=workdir, env=environment(), stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+        for line in process.stdout:  # training has started: kill somewhere in the next steps and saves
+            if line.startswith(("checkpoint: ", "trained model:")):
+                break
+        if kills < 6:
+            time.sleep(delays.uniform(0.0, 0.6))
+            process.send_signal(signal.SIGKILL)
+        output, _ = process.communicate(timeout=900)
+        if process.returncode == 0:
+            break
+        assert process.returncode == -signal.SIGKILL, output[-3000:]
+        kills += 1
+        command = ["rudolph-ft", "train", "--resume", "runs/random"]
+    assert process.returncode == 0 and kills >= 3, f"{kills} kills"
+    run_dir = workdir / "runs" / "random"
+    assert step_metrics(run_dir) == step_metrics(workdir / "runs" / "random-full")
+    assert (run_dir / "final" / "model.safetensors").read_bytes() == \
+        (workdir / "runs" / "random-full" / "final" / "model.safetensors").read_bytes()
+    assert all(re.fullmatch(r"step-\d+", name) for name in checkpoint_folders(run_dir))  # no debris left

@@ -11,6 +11,8 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from ..io import atomic_write
+
 __all__ = ["MetricsLog", "DivergenceWatch"]
 
 COLUMNS = ("step", "epoch", "loss", "l_text_loss", "image_loss", "r_text_loss", "lr", "grad_norm", "samples_per_s")
@@ -65,11 +67,17 @@ class MetricsLog:
                                 name=self.run_dir.name)
 
     def _rewrite(self) -> None:
-        self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
-        with self.csv.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(r for r in self.rows if "loss" in r)
+        """Both files anew from `self.rows`, each atomically: a kill here leaves the old file, never a cut one."""
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.rows)
+        atomic_write(self.jsonl, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+        def write_csv(tmp: str) -> None:
+            with open(tmp, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(r for r in self.rows if "loss" in r)
+
+        atomic_write(self.csv, write_csv)
 
     def log(self, row: dict) -> None:
         """Record one step (training metrics) or one evaluation (keys prefixed `val_`)."""
