@@ -24,24 +24,30 @@ EPOCHS = 16  # 3 batches each: 48 steps, so a run is far from its end when its f
 TIMING = {"samples_per_s"}  # the only per-step metric that may differ between runs
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    """A folder with 24 demo photos in data/ and run.yaml: the demo config, shrunk to seconds."""
+def write_small_run(folder: Path, *, epochs: int, checkpoint: dict, views: int | None = 2) -> Path:
+    """`folder` with 24 demo photos in data/ and run.yaml: the demo config shrunk to seconds (2 layers x 32, dropout
+    on, 19 training photos in batches of 8: 3 steps an epoch), relative data path, eval off."""
     from rudolph_ft.data.demo import make_demo
 
-    folder = tmp_path_factory.mktemp("cli_resume")
     make_demo(folder / "data", n=24, size=64)
     config = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text(encoding="utf-8"))
     config["model"]["overrides"].update(num_layers=2, hidden_size=32, num_attention_heads=2)  # dropout stays on
     config["tokenizer"]["train_vocab_size"] = 200
-    config["vqgan"]["views"] = 2
+    if views is not None:
+        config["vqgan"]["views"] = views
     config["data"] = {"path": "data", "val_fraction": 0.2}
-    config["train"].update(epochs=EPOCHS, batch_size=8)
-    config["checkpoint"] = {"every": 8, "keep": 2}  # each save also draws loss_curve.png: not too many
+    config["train"].update(epochs=epochs, batch_size=8)
+    config["checkpoint"] = checkpoint
     config["eval"] = {"every": 0, "final": False}
     config["logging"] = {"progress": False}
     (folder / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return folder
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """24 demo photos and run.yaml; a checkpoint every 8 steps (each save also draws loss_curve.png: not too many)."""
+    return write_small_run(tmp_path_factory.mktemp("cli_resume"), epochs=EPOCHS, checkpoint={"every": 8, "keep": 2})
 
 
 def environment() -> dict:

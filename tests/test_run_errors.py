@@ -156,22 +156,9 @@ def test_the_offline_message_names_real_commands(tmp_path):
 # ---- resume from any folder; a cut-off metrics line --------------------------------------------------------
 def small_run_folder(folder: Path) -> Path:
     """`folder` with 24 demo photos in data/ and run.yaml (relative data path): the demo config, shrunk to seconds."""
-    import yaml
-    from test_cli_resume import ROOT
+    from test_cli_resume import write_small_run
 
-    from rudolph_ft.data.demo import make_demo
-
-    make_demo(folder / "data", n=24, size=64)
-    config = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text(encoding="utf-8"))
-    config["model"]["overrides"].update(num_layers=2, hidden_size=32, num_attention_heads=2)
-    config["tokenizer"]["train_vocab_size"] = 200
-    config["data"] = {"path": "data", "val_fraction": 0.2}
-    config["train"].update(epochs=2, batch_size=8)
-    config["checkpoint"] = {"every": 2, "keep": 1}
-    config["eval"] = {"every": 0, "final": False}
-    config["logging"] = {"progress": False}
-    (folder / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    return folder
+    return write_small_run(folder, epochs=2, checkpoint={"every": 2, "keep": 1}, views=None)
 
 
 def test_resume_from_another_folder_with_a_cut_off_metrics_line(tmp_path):

@@ -16,33 +16,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
-from test_cli_resume import environment, run  # the same subprocesses and environment as the resume tests
+from test_cli_resume import environment, run, write_small_run  # the resume tests' subprocesses
 
 from rudolph_ft.train.checkpoint import PAUSE_VARIABLE
 
-ROOT = Path(__file__).parents[1]
 STEPS = 6  # 2 epochs of 3 batches; a checkpoint at every step, the last 2 kept
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    """A folder with 24 demo photos in data/ and run.yaml: the demo config shrunk to seconds, saving every step."""
-    from rudolph_ft.data.demo import make_demo
-
-    folder = tmp_path_factory.mktemp("run_safety")
-    make_demo(folder / "data", n=24, size=64)
-    config = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text(encoding="utf-8"))
-    config["model"]["overrides"].update(num_layers=2, hidden_size=32, num_attention_heads=2)
-    config["tokenizer"]["train_vocab_size"] = 200
-    config["vqgan"]["views"] = 2
-    config["data"] = {"path": "data", "val_fraction": 0.2}
-    config["train"].update(epochs=2, batch_size=8)
-    config["checkpoint"] = {"every": 1, "keep": 2}
-    config["eval"] = {"every": 0, "final": False}
-    config["logging"] = {"progress": False}
-    (folder / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    return folder
+    """24 demo photos and run.yaml: the demo config shrunk to seconds, saving every step."""
+    return write_small_run(tmp_path_factory.mktemp("run_safety"), epochs=2, checkpoint={"every": 1, "keep": 2})
 
 
 def start_paused(cwd: Path, output_dir: str, pause: str) -> subprocess.Popen:
