@@ -66,8 +66,6 @@ def load_components(
         cache_dir, offline: for hub downloads (see `load_model`). pretrained: False for random preset weights.
         echo: told which checkpoint an unfinished training run (no `final/` yet) resolves to.
     """
-    from safetensors import SafetensorError
-
     from .model import load_model
     from .model.vqgan import load_vqgan
     from .tokenizer import load_tokenizer
@@ -84,16 +82,10 @@ def load_components(
             names.update(_named_components(directory))
         loaded = load_model(directory, cache_dir=cache_dir, offline=offline, device=device)
     hub = {"cache_dir": cache_dir, "offline": offline}
-    vqgan = vqgan if vqgan is not None else names["vqgan"]
-    try:
-        image_tokenizer = load_vqgan(vqgan, device=device, **hub)
-    except SafetensorError as error:  # a truncated or damaged vqgan/model.safetensors
-        raise ValueError(f"{vqgan}: cannot read the VQGAN weights ({error}): the file is truncated or damaged; "
-                         "copy it again or re-save the model") from None
     return Components(
         model=loaded,
         tokenizer=load_tokenizer(tokenizer if tokenizer is not None else names["tokenizer"], **hub),
-        vqgan=image_tokenizer,
+        vqgan=load_vqgan(vqgan if vqgan is not None else names["vqgan"], device=device, **hub),
     )
 
 

@@ -421,9 +421,14 @@ def drop_loss_only_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a local weights file: `.safetensors`, or a pickled checkpoint read with `weights_only=True`."""
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(path)
+        try:
+            return load_file(path)
+        except SafetensorError as error:  # truncated (a copy or save cut short) or not a safetensors file
+            raise VQGANLoadError(f"{path}: cannot read the VQGAN weights ({error}): the file is truncated or "
+                                 "damaged; copy it again or re-save the model") from None
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling refused (arbitrary objects) or not a torch file at all

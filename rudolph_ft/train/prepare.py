@@ -92,13 +92,12 @@ def _tokenizer(config: TrainConfig, run_dir: Path, captions: list[str], echo, is
     learned = run_dir / TOKENIZER_NAME
     if config.tokenizer.name is not None:
         return load_tokenizer(config.tokenizer.name)
-    settings = _bpe_settings(config, captions)
     if learned.is_file():  # resumed run: the vocabulary learned at its start, if this config would learn the same
         check_learned_tokenizer(config, run_dir, captions, echo)
         return load_tokenizer(learned)
     tokenizer = train_tokenizer(captions, config.tokenizer.train_vocab_size)
     if is_main:  # the settings first: a bpe.model always has the settings that made it beside it
-        text = json.dumps(settings, indent=2, ensure_ascii=False) + "\n"
+        text = json.dumps(_bpe_settings(config, captions), indent=2, ensure_ascii=False) + "\n"
         atomic_write(run_dir / BPE_SETTINGS, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
         tokenizer.save(learned)
     echo(f"tokenizer: learned {tokenizer.vocab_size} BPE ids from {len(captions)} training captions -> {learned}")
