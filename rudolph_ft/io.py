@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write", "umask_mode", "apply_umask", "FolderLock", "FolderLockedError"]
+__all__ = ["atomic_write", "umask_mode", "FolderLock", "FolderLockedError"]
 
 
 def umask_mode(folder: bool = False) -> int:
@@ -15,15 +15,6 @@ def umask_mode(folder: bool = False) -> int:
     umask = os.umask(0o022)  # reading the umask means setting it; put it straight back
     os.umask(umask)
     return (0o777 if folder else 0o666) & ~umask
-
-
-def apply_umask(folder: str | os.PathLike) -> None:
-    """Give `folder` and all under it the modes of `umask_mode`: some writers make private 0600 files (tempfile,
-    safetensors>=0.8 `save_file`), which would keep a shared model folder unreadable to the user's group."""
-    file_mode, folder_mode = umask_mode(), umask_mode(folder=True)
-    os.chmod(folder, folder_mode)
-    for path in Path(folder).rglob("*"):
-        os.chmod(path, folder_mode if path.is_dir() else file_mode)
 
 
 def atomic_write(target: str | os.PathLike, write: Callable[[str], object]) -> Path:

@@ -485,10 +485,14 @@ def save_vqgan(vqgan: VQGAN, directory: str | os.PathLike) -> Path:
     """
     from safetensors.torch import save_file
 
+    from ..io import atomic_write
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {key: value.detach().cpu().contiguous() for key, value in vqgan.state_dict().items()}
-    save_file(tensors, directory / WEIGHTS_NAME, metadata={"format": "pt"})
+    # atomic, as the model's weights: a kill leaves no cut file, and the file gets the user's umask (save_file's is
+    # a private 0600)
+    atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     vqgan.config.save(directory / CONFIG_NAME)
     return directory
 

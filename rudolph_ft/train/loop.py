@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from ..components import Components, save_components
-from ..io import FolderLock, apply_umask, atomic_write
+from ..io import FolderLock, atomic_write
 from .checkpoint import (
     Progress,
     capture_rng,
@@ -266,7 +266,6 @@ class Trainer:
     def _write_model(self, directory: Path) -> None:
         save_components(self._components(), directory, **self.prepared.component_names)
         self.config.save(directory / RUN_CONFIG)
-        apply_umask(directory)  # readable by others as the user's umask says, whatever mode each writer chose
 
     def _write_run_config(self) -> None:
         """RUN/run_config.yaml, what `rudolph-ft train --resume RUN` reads; atomic, so a kill leaves the old one."""
