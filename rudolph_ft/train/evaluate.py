@@ -94,22 +94,18 @@ def dish_confusion(examples: Sequence[dict]) -> dict:
     return {"labels": labels, "counts": counts}
 
 
-def per_dish_scores(examples: Sequence[dict], fallback_kcal: float) -> list[dict]:
-    """Photos, dish accuracy and kcal MAE per true dish, most photos first.
-
-    A photo without a predicted kcal counts as `fallback_kcal` (the baseline's mean), as in the overall MAE.
-    """
+def per_dish_scores(examples: Sequence[dict], fallback: dict) -> list[dict]:
+    """Photos, dish accuracy and kcal MAE per true dish, most photos first: `_scores` of each dish's examples (a
+    missing prediction counts as `fallback`, the baseline's answer, as in the overall scores)."""
     by_dish: dict[str, list[dict]] = {}
     for example in examples:
         if example["target"]["dish"]:
             by_dish.setdefault(example["target"]["dish"], []).append(example)
     rows = []
     for dish, group in by_dish.items():
-        errors = [abs((e["predicted"].get("kcal") if e["predicted"].get("kcal") is not None else fallback_kcal)
-                      - e["target"]["kcal"]) for e in group if e["target"]["kcal"] is not None]
-        rows.append({"dish": dish, "n": len(group),
-                     "dish_accuracy": sum(e["predicted"].get("dish") == dish for e in group) / len(group),
-                     "kcal_mae": statistics.fmean(errors) if errors else None})
+        scores = _scores([e["predicted"] for e in group], [e["target"] for e in group], fallback)
+        rows.append({"dish": dish, "n": len(group), "dish_accuracy": scores["dish_accuracy"],
+                     "kcal_mae": scores.get("kcal_mae")})
     return sorted(rows, key=lambda row: (-row["n"], row["dish"]))
 
 
@@ -148,7 +144,7 @@ def evaluate_predictions(components, images: Sequence, metas: Sequence[dict], *,
                           for t, p in zip(targets, predictions, strict=True)]
     report["baseline_answer"] = fallback
     report["confusion"] = dish_confusion(report["examples"])
-    report["per_dish"] = per_dish_scores(report["examples"], fallback["kcal"])
+    report["per_dish"] = per_dish_scores(report["examples"], fallback)
     return report
 
 
