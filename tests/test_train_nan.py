@@ -36,13 +36,13 @@ def nan_run(workdir: Path, name: str, checkpoint_every: int) -> tuple[str, dict]
     assert nan_row["non_finite"][0] == "loss" and set(nan_row["non_finite"]) <= {"loss", "l_text_loss", "image_loss",
                                                                                   "r_text_loss"}
     assert all(math.isfinite(row["loss"]) for row in rows[:-1])
+    assert errors[0].startswith(f"error: step {nan_row['step']}: loss is nan"), errors[0]  # the step it stopped at
     return errors[0], nan_row
 
 
 def test_a_nan_stop_without_a_checkpoint_names_the_step_the_blow_up_and_no_checkpoint(demo_workdir):
     error, nan_row = nan_run(demo_workdir, "nan-none", checkpoint_every=1000)
     step = nan_row["step"]
-    assert error.startswith(f"error: step {step}: loss is nan"), error
     weights = re.search(r"the weights had blown up: largest \|w\| ([0-9.e+]+) after step (\d+) \(([0-9.e+-]+) at "
                         r"the start; over 100x since step 1\)", error)
     assert weights, error
@@ -60,7 +60,6 @@ def test_a_nan_stop_without_a_checkpoint_names_the_step_the_blow_up_and_no_check
 def test_a_nan_stop_names_the_last_checkpoint_and_says_it_is_already_blown_up(demo_workdir):
     error, nan_row = nan_run(demo_workdir, "nan-each", checkpoint_every=1)
     step = nan_row["step"]
-    assert error.startswith(f"error: step {step}: loss is nan"), error
     named = re.search(r"The last checkpoint is (\S+) \(step (\d+), largest \|w\| ([0-9.e+]+)\)\. It was saved after "
                       r"the blow-up began at step 1: do not resume it", error)
     assert named, error
