@@ -89,20 +89,6 @@ def test_bad_numbers_are_refused_before_any_work(tmp_path, override, words):
     assert not (tmp_path / "run").exists()  # refused at load: no run folder, no data prepared
 
 
-def test_every_numeric_key_has_a_range():
-    import dataclasses
-    import typing
-
-    from rudolph_ft.train.config import _NUMBERS, TrainConfig
-
-    numeric = set()
-    for section, cls in typing.get_type_hints(TrainConfig).items():
-        for name, hint in typing.get_type_hints(cls).items() if dataclasses.is_dataclass(cls) else ():
-            if any(kind in str(hint) for kind in ("int", "float")):
-                numeric.add(f"{section}.{name}")
-    assert numeric - set(_NUMBERS) == set()
-
-
 # ---- serve on a busy port ----------------------------------------------------------------------------------
 def test_serve_on_a_taken_port_says_so_and_how_to_choose_another(saved_model):
     with socket.socket() as taken:

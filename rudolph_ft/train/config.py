@@ -2,61 +2,123 @@
 
 The article's recipe (RECIPE §1): 5 epochs, batch 10, lr 2e-5, bitsandbytes 8-bit Adam, OneCycleLR
 (final_div_factor 500, stepped every batch), clip 1.0, loss weights 0.01 / 1 / 7, checkpoint every 500 steps.
+
+Every key is declared once below (pydantic): its type, range or choices, default and a one-line help
+(`rudolph-ft config show` lists them). A value of the wrong type or out of range is refused when the config is
+loaded, before any work, with one line naming the file or override, the key, what it must be and what it got.
+Types are strict on purpose: YAML turns `epochs: 2.5`, `batch_size: yes` or `name: 350` into a float, a bool or an
+int, and silently rounding or stringifying them would train something else than was written.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
+import difflib
 import os
+import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 
-from .freeze import FreezeConfig
+from .freeze import ROLES, FreezeConfig
 
-__all__ = ["DEMO_CONFIG", "TrainConfig", "ConfigError", "load_train_config", "apply_overrides", "resolve_data_path"]
+__all__ = ["DEMO_CONFIG", "TrainConfig", "ConfigError", "load_train_config", "read_train_config", "apply_overrides",
+           "resolve_data_path", "describe_keys", "format_keys", "ModelSection", "TokenizerSection", "VQGANSection",
+           "DataSection", "OptimSection", "ScheduleSection", "TrainSection", "LoggingSection", "EvalSection",
+           "CheckpointSection"]
 
 # The quick-start demo run, shipped inside the package (configs/demo.yaml in the checkout links to it).
 DEMO_CONFIG = Path(__file__).parents[1] / "configs" / "demo.yaml"
 
 
 class ConfigError(ValueError):
-    """A run configuration that cannot be used; the message names the file and key."""
+    """A run configuration that cannot be used; the message (one line) names the file or override and the key."""
 
 
-@dataclass
-class ModelSection:
+def _number_from_text(value: Any) -> Any:
+    """YAML 1.1 reads `2e-5` (no dot) as a string: a string that parses as a number is taken as that number."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+# Value types. Whole numbers refuse floats and bools; numbers take ints, floats and numeric strings, never bools
+# or inf/nan; strings refuse numbers (quote them); flags take only true/false.
+Whole = Annotated[int, Strict()]
+Number = Annotated[float, BeforeValidator(_number_from_text), Strict(), Field(allow_inf_nan=False)]
+UnitNumber = Annotated[Number, Field(ge=0, lt=1)]
+
+
+def _false_means(word: str) -> BeforeValidator:
+    """YAML 1.1 reads `no` and `off` as false: for a key whose choice is that word, false means the word."""
+    return BeforeValidator(lambda value: word if value is False else value)
+
+
+_Precision = Annotated[Literal["no", "bf16", "fp16"], _false_means("no")]
+_WandbMode = Annotated[Literal["off", "online", "offline"], _false_means("off")]
+
+
+def _key(default: Any = ..., help: str = "", *, expect: str | None = None, note: str = "", **constraints: Any) -> Any:
+    """A config key: default, one-line help, range constraints; `expect` words the type where it is not derived
+    from the annotation (tuples, mappings); `note` is added to the derived words (e.g. what 0 means)."""
+    extra = {k: v for k, v in (("expect", expect), ("note", note)) if v}
+    if callable(default):
+        return Field(default_factory=default, description=help, json_schema_extra=extra or None, **constraints)
+    return Field(default, description=help, json_schema_extra=extra or None, **constraints)
+
+
+class _Section(BaseModel):
+    """A config section: unknown keys are refused; assignments (e.g. `config.data.path = ...`) are checked too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+
+class ModelSection(_Section):
     """`name`: preset, official checkpoint or model/run directory. `pretrained: false` = random init."""
 
-    name: str = "350M"
-    pretrained: bool = True
-    overrides: dict[str, Any] = field(default_factory=dict)  # RuDolphConfig fields, e.g. gradient_checkpointing
+    name: StrictStr = _key("350M", "preset (`rudolph-ft presets`), official checkpoint, or a model / run directory")
+    pretrained: StrictBool = _key(True, "load the checkpoint's weights; false: random init (train from scratch)")
+    overrides: dict[StrictStr, Any] = _key(dict, "RuDolphConfig fields changed from the preset, e.g. "
+                                          "{num_layers: 2, attention_dropout_prob: 0.1}",
+                                          expect="a mapping of RuDolphConfig fields to values")
 
 
-@dataclass
-class TokenizerSection:
+class TokenizerSection(_Section):
     """`name`: `rudalle`, a bpe.model path, or null with `train_vocab_size` set to learn one from the captions."""
 
-    name: str | None = "rudalle"
-    train_vocab_size: int | None = None
-    bpe_dropout: float = 0.0
+    name: StrictStr | None = _key("rudalle", "rudalle, a bpe.model path, or null: learn one from the captions")
+    train_vocab_size: Whole | None = _key(None, "size of the BPE vocabulary learned from the captions (name: null)",
+                                         note=" (4 special ids, then characters and merges)", ge=5)
+    bpe_dropout: Number = _key(0.0, "BPE dropout while training: random sub-word splits of the captions", ge=0, lt=1)
 
 
-@dataclass
-class VQGANSection:
-    name: str = "sber-gumbel-f8"
-    seed: int | None = None  # random-weight presets only (tiny)
-    views: int = 1  # image-code views per image: 1 = argmax codes of the photo; more = augmentation (below)
-    augment: str = "gumbel"  # extra views: gumbel (sampled codes) | dihedral (rotations/flips of the photo, argmax)
+class VQGANSection(_Section):
+    name: StrictStr = _key("sber-gumbel-f8", "VQGAN preset (sber-gumbel-f8, tiny), folder or weights file")
+    seed: Whole | None = _key(None, "weight seed of the random-weight presets (tiny)", ge=0)
+    views: Whole = _key(1, "image-code views per photo: 1 = argmax codes of the photo; more = augmentation", ge=1)
+    augment: Literal["gumbel", "dihedral"] = _key("gumbel", "extra views: gumbel (sampled codes) or dihedral "
+                                                 "(rotations / flips of the photo, at most 8 views)")
 
 
-@dataclass
-class DataSection:
+class DataSection(_Section):
     """The data (`rudolph_ft.data.DataConfig` fields); `path` is a CSV/JSONL file or a folder with data.csv.
 
     A relative `path` is relative to the working directory, like `output_dir` and every path on the command line
@@ -64,105 +126,129 @@ class DataSection:
     when it is here (the checkout), else the same set drawn into the user's cache (`resolve_data_path`).
     """
 
-    path: str = "data/demo"
-    images_root: str | None = None
-    caption: str | None = None  # caption template over the columns (default: the article's)
-    caption_column: str | None = None
-    val_fraction: float = 0.1
-    split_seed: int = 0
-    allow_outside_root: bool = False  # use image paths leaving images_root (../, absolute, symlinks out)
-    cache_dir: str | None = None  # image-code cache (default: ~/.cache/rudolph-ft/codes)
+    path: StrictStr = _key("data/demo", "CSV / JSONL table or a folder with data.csv (data/demo: the demo set)")
+    images_root: StrictStr | None = _key(None, "folder the image paths are relative to (default: the table's folder)")
+    caption: StrictStr | None = _key(None, "caption template over the columns (default: the article's)")
+    caption_column: StrictStr | None = _key(None, "take the captions verbatim from this column")
+    val_fraction: Number = _key(0.1, "share of the rows held out for validation", ge=0, lt=1)
+    split_seed: Whole = _key(0, "seed of the train / validation split", ge=0)
+    allow_outside_root: StrictBool = _key(False, "use image paths leaving images_root (../, absolute, symlinks out)")
+    cache_dir: StrictStr | None = _key(None, "image-code cache (default: ~/.cache/rudolph-ft/codes)")
 
 
-@dataclass
-class OptimSection:
-    name: str = "adam8bit"  # adam8bit (bitsandbytes) | adamw (torch)
-    lr: float = 2e-5
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    group_lr: dict[str, float] = field(default_factory=dict)  # per freeze role, e.g. {output_head: 1e-4}
+class OptimSection(_Section):
+    name: Literal["adam8bit", "adamw"] = _key("adam8bit", "adam8bit (bitsandbytes 8-bit Adam) or adamw (torch)")
+    lr: Number = _key(2e-5, "peak learning rate", note=", e.g. 2e-5", gt=0)
+    weight_decay: Number = _key(0.0, "decoupled weight decay", ge=0)
+    betas: tuple[UnitNumber, UnitNumber] = _key((0.9, 0.999), "Adam betas",
+                                               expect="two numbers in [0, 1), e.g. [0.9, 0.999]")
+    eps: Number = _key(1e-8, "Adam epsilon", gt=0)
+    group_lr: dict[StrictStr, Annotated[Number, Field(gt=0)]] = _key(
+        dict, "learning rate per freeze role, e.g. {output_head: 1e-4} (other roles: lr)",
+        expect="a mapping of freeze roles to learning rates > 0")
+
+    @model_validator(mode="after")
+    def _known_roles(self) -> OptimSection:
+        unknown = sorted(set(self.group_lr) - set(ROLES))
+        if unknown:
+            raise ValueError(f"optim.group_lr: unknown role(s) {', '.join(unknown)}; roles are {', '.join(ROLES)}")
+        return self
 
 
-@dataclass
-class ScheduleSection:
-    name: str = "onecycle"  # onecycle | constant
-    final_div_factor: float = 500.0
-    pct_start: float = 0.3  # torch's OneCycleLR default, as the article left it
+class ScheduleSection(_Section):
+    name: Literal["onecycle", "constant"] = _key("onecycle", "learning-rate schedule: OneCycleLR or constant")
+    final_div_factor: Number = _key(500.0, "OneCycleLR: the last lr is the first lr / final_div_factor", gt=0)
+    pct_start: Number = _key(0.3, "OneCycleLR: share of the steps spent warming up (torch's default)", gt=0, lt=1)
 
 
-@dataclass
-class TrainSection:
-    epochs: int = 5
-    batch_size: int = 10  # per process
-    grad_accum: int = 1
-    max_grad_norm: float = 1.0
-    loss_weights: tuple[float, float, float] = (0.01, 1.0, 7.0)  # left text, image, right text
-    precision: str = "no"  # no | bf16 | fp16 (accelerate mixed precision)
-    seed: int = 42
-    nan_policy: str = "stop"  # stop | skip
-    max_steps: int | None = None  # stop early (tests, smoke runs)
+class TrainSection(_Section):
+    epochs: Whole = _key(5, "passes over the training split", ge=1)
+    batch_size: Whole = _key(10, "examples per batch, per process", ge=1)
+    grad_accum_steps: Whole = _key(1, "batches whose gradients are summed into one optimizer step", ge=1,
+                                  validation_alias=AliasChoices("grad_accum_steps", "grad_accum"))
+    gradient_checkpointing: StrictBool = _key(False, "recompute each layer's activations in the backward pass "
+                                             "(less memory, slower)")
+    strategy: Literal["ddp", "fsdp"] = _key("ddp", "several processes: ddp (replicate the model) or fsdp (shard it)")
+    max_grad_norm: Number = _key(1.0, "gradients are clipped to this norm", gt=0)
+    loss_weights: tuple[Annotated[Number, Field(ge=0)], Annotated[Number, Field(ge=0)],
+                        Annotated[Number, Field(ge=0)]] = _key(
+        (0.01, 1.0, 7.0), "loss weights of the left text, the image and the right text",
+        expect="three numbers >= 0 (left text, image, right text)")
+    precision: _Precision = _key("no", "mixed precision (accelerate): no, bf16 or fp16")
+    seed: Whole = _key(42, "seed of the initialization, batch order and dropout", ge=0)
+    nan_policy: Literal["stop", "skip"] = _key("stop", "on a non-finite loss: stop the run, or skip the batch")
+    max_steps: Whole | None = _key(None, "stop after this many optimizer steps (tests, smoke runs)",
+                                  note=" (or null: no limit)", ge=1)
 
 
-@dataclass
-class LoggingSection:
-    every: int = 1
-    wandb: str = "off"  # off | online | offline
-    wandb_project: str = "rudolph-ft"
-    progress: bool = True
+class LoggingSection(_Section):
+    every: Whole = _key(1, "log the metrics every N steps", ge=1)
+    wandb: _WandbMode = _key("off", "Weights & Biases logging: off, online or offline")
+    wandb_project: StrictStr = _key("rudolph-ft", "Weights & Biases project")
+    progress: StrictBool = _key(True, "show a progress bar")
 
 
-@dataclass
-class EvalSection:
-    every: int = 500  # validation loss + sample captions every N steps (0 = only at the end)
-    samples: int = 4  # fixed validation images captioned at each evaluation
-    final: bool = True  # dish / nutrient metrics on the validation split at the end
-    template: str = "блюдо:"
-    captions_per_image: int = 4
+class EvalSection(_Section):
+    every: Whole = _key(500, "validation loss + sample captions every N steps", note=" (0: only at the end)", ge=0)
+    samples: Whole = _key(4, "fixed validation photos captioned at each evaluation", ge=0)
+    final: StrictBool = _key(True, "dish / nutrient metrics on the validation split at the end")
+    template: StrictStr = _key("блюдо:", "start of every sampled caption")
+    captions_per_image: Whole = _key(4, "captions sampled per photo by the final evaluation", ge=1)
 
 
-@dataclass
-class CheckpointSection:
-    every: int = 500
-    keep: int = 3
+class CheckpointSection(_Section):
+    every: Whole = _key(500, "save a checkpoint every N steps", note=" (0: only at the end)", ge=0)
+    keep: Whole = _key(3, "newest checkpoints kept (older ones are deleted)", ge=1)
 
 
-@dataclass
-class TrainConfig:
-    """Everything a run needs; saved as `run_config.yaml` next to every checkpoint."""
+class TrainConfig(BaseModel):
+    """Everything a run needs; saved as `run_config.yaml` next to every checkpoint.
 
-    output_dir: str = "runs/run"
-    model: ModelSection = field(default_factory=ModelSection)
-    tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
-    vqgan: VQGANSection = field(default_factory=VQGANSection)
-    data: DataSection = field(default_factory=DataSection)
-    freeze: FreezeConfig = field(default_factory=FreezeConfig)
-    optim: OptimSection = field(default_factory=OptimSection)
-    schedule: ScheduleSection = field(default_factory=ScheduleSection)
-    train: TrainSection = field(default_factory=TrainSection)
-    logging: LoggingSection = field(default_factory=LoggingSection)
-    eval: EvalSection = field(default_factory=EvalSection)
-    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    Built from a mapping it is checked key by key: `load_train_config` and `replace` turn any problem into a
+    one-line `ConfigError` (`TrainConfig(**values)` raises pydantic's ValidationError, a ValueError too). Sections
+    are plain attributes (`config.train.epochs`) and may be assigned to (checked as well).
+    """
 
-    def __post_init__(self) -> None:
-        _check_numbers(self)
-        checks = [
-            (self.train.precision in ("no", "bf16", "fp16"), "train.precision must be no, bf16 or fp16"),
-            (self.train.nan_policy in ("stop", "skip"), "train.nan_policy must be stop or skip"),
-            (self.optim.name in ("adam8bit", "adamw"), "optim.name must be adam8bit or adamw"),
-            (self.schedule.name in ("onecycle", "constant"), "schedule.name must be onecycle or constant"),
-            (self.logging.wandb in ("off", "online", "offline"), "logging.wandb must be off, online or offline"),
-            (self.vqgan.augment in ("gumbel", "dihedral"), "vqgan.augment must be gumbel or dihedral"),
-            (self.vqgan.augment != "dihedral" or self.vqgan.views <= 8, "vqgan.augment=dihedral gives at most 8 views"),
-            (self.tokenizer.name is not None or self.tokenizer.train_vocab_size,
-             "tokenizer: give a name/path or train_vocab_size to learn one from the captions"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    output_dir: StrictStr = _key("runs/run", "the run folder: checkpoints, metrics, run_config.yaml")
+    model: ModelSection = _key(ModelSection, "the model")
+    tokenizer: TokenizerSection = _key(TokenizerSection, "the text tokenizer")
+    vqgan: VQGANSection = _key(VQGANSection, "the image tokenizer")
+    data: DataSection = _key(DataSection, "the data")
+    freeze: FreezeConfig = _key(FreezeConfig, "what trains")
+    optim: OptimSection = _key(OptimSection, "the optimizer")
+    schedule: ScheduleSection = _key(ScheduleSection, "the learning-rate schedule")
+    train: TrainSection = _key(TrainSection, "the training loop")
+    logging: LoggingSection = _key(LoggingSection, "metrics and progress")
+    eval: EvalSection = _key(EvalSection, "evaluation during and after training")
+    checkpoint: CheckpointSection = _key(CheckpointSection, "checkpoints")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, values: Any) -> Any:
+        """`train:` with nothing under it (YAML null) is an empty section, as it reads."""
+        if isinstance(values, dict):
+            return {k: {} if v is None and k in _SECTIONS else v for k, v in values.items()}
+        return values
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        """Checks across keys (single keys are checked by their types)."""
+        if self.vqgan.augment == "dihedral" and self.vqgan.views > 8:
+            raise ValueError(f"vqgan.augment=dihedral gives at most 8 views, got vqgan.views={self.vqgan.views}")
+        if self.tokenizer.name is None and not self.tokenizer.train_vocab_size:
+            raise ValueError("tokenizer: give a name/path or train_vocab_size to learn one from the captions")
+        return self
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with top-level keys changed (e.g. `output_dir`), checked like a loaded config."""
+        values = self.model_dump()
+        values.update({k: v.model_dump() if isinstance(v, BaseModel) else v for k, v in changes.items()})
+        return _validate(values, "config", set())
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        return _plain(self.model_dump())
 
     def save(self, path: str | Path) -> None:
         """Write the config as YAML, its paths absolute (a run resumes from any folder), as written in a comment."""
@@ -172,6 +258,10 @@ class TrainConfig:
             header = f"# paths made absolute from the working directory {os.getcwd()}; as written:\n{header}"
         text = yaml.safe_dump(values, allow_unicode=True, sort_keys=False)
         Path(path).write_text(header + text, encoding="utf-8")
+
+
+_SECTIONS = {name: field.annotation for name, field in TrainConfig.model_fields.items()
+             if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)}
 
 
 def _absolute_paths(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -201,57 +291,6 @@ def _absolute_paths(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, s
     return values, written
 
 
-# Every numeric key: (whole number?, allowed?, the allowed range in words). None passes where the type allows it.
-_NUMBERS: dict[str, tuple[bool, Callable[[float], bool], str]] = {
-    "tokenizer.train_vocab_size": (True, lambda v: v >= 5, ">= 5 (4 special ids, then characters and merges)"),
-    "tokenizer.bpe_dropout": (False, lambda v: 0 <= v < 1, "in [0, 1)"),
-    "vqgan.seed": (True, lambda v: v >= 0, ">= 0"),
-    "vqgan.views": (True, lambda v: v >= 1, ">= 1"),
-    "data.val_fraction": (False, lambda v: 0 <= v < 1, "in [0, 1)"),
-    "data.split_seed": (True, lambda v: v >= 0, ">= 0"),
-    "optim.lr": (False, lambda v: v > 0, "> 0, e.g. 2e-5"),
-    "optim.weight_decay": (False, lambda v: v >= 0, ">= 0"),
-    "optim.betas": (False, lambda v: 0 <= v < 1, "two numbers in [0, 1), e.g. [0.9, 0.999]"),
-    "optim.eps": (False, lambda v: v > 0, "> 0"),
-    "optim.group_lr": (False, lambda v: v > 0, "a mapping of freeze roles to learning rates > 0"),
-    "schedule.final_div_factor": (False, lambda v: v > 0, "> 0"),
-    "schedule.pct_start": (False, lambda v: 0 < v < 1, "in (0, 1)"),
-    "train.epochs": (True, lambda v: v >= 1, ">= 1"),
-    "train.batch_size": (True, lambda v: v >= 1, ">= 1"),
-    "train.grad_accum": (True, lambda v: v >= 1, ">= 1"),
-    "train.max_grad_norm": (False, lambda v: v > 0, "> 0"),
-    "train.loss_weights": (False, lambda v: v >= 0, "three numbers >= 0 (left text, image, right text)"),
-    "train.seed": (True, lambda v: v >= 0, ">= 0"),
-    "train.max_steps": (True, lambda v: v >= 1, ">= 1 (or null: no limit)"),
-    "logging.every": (True, lambda v: v >= 1, ">= 1 (log every N steps)"),
-    "eval.every": (True, lambda v: v >= 0, ">= 0 (0: only at the end)"),
-    "eval.samples": (True, lambda v: v >= 0, ">= 0"),
-    "eval.captions_per_image": (True, lambda v: v >= 1, ">= 1"),
-    "checkpoint.every": (True, lambda v: v >= 0, ">= 0 (0: only at the end)"),
-    "checkpoint.keep": (True, lambda v: v >= 1, ">= 1"),
-}
-_LENGTHS = {"optim.betas": 2, "train.loss_weights": 3}
-
-
-def _check_numbers(config: TrainConfig) -> None:
-    """Raise ConfigError naming the first numeric key whose value has the wrong type or is out of its range."""
-    for key, (whole, allowed, words) in _NUMBERS.items():
-        section, name = key.split(".")
-        value = getattr(getattr(config, section), name)
-        if value is None and key in ("tokenizer.train_vocab_size", "vqgan.seed", "train.max_steps"):
-            continue
-        values = list(value.values()) if isinstance(value, dict) else list(value) if isinstance(
-            value, (list, tuple)) else [value]
-        kind = "whole number" if whole else "number"
-        ok = key not in _LENGTHS or (isinstance(value, (list, tuple)) and len(value) == _LENGTHS[key])
-        for item in values if ok else []:
-            number = isinstance(item, (int, float)) and not isinstance(item, bool) and math.isfinite(item)
-            ok = ok and number and (not whole or isinstance(item, int)) and allowed(item)
-        if not ok:
-            described = words if key in _LENGTHS or isinstance(value, dict) else f"a {kind} {words}"
-            raise ConfigError(f"{key} must be {described}, got {value!r}")
-
-
 def _plain(value):
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
@@ -260,46 +299,183 @@ def _plain(value):
     return value
 
 
-def _build(cls, values: dict[str, Any], where: str):
-    """Instantiate dataclass `cls` from a (partial) mapping, recursing into nested sections, naming bad keys."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
-    kwargs = {}
-    for name, value in values.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value or {}, f"{where}.{name}" if where else name)
-        elif typing.get_origin(hint) is dict and isinstance(value, dict):
-            value_type = typing.get_args(hint)[1]
-            kwargs[name] = {k: _coerce(v, value_type, f"{where}.{name}.{k}") for k, v in value.items()}
-        elif typing.get_origin(hint) is tuple and isinstance(value, list):
-            kwargs[name] = tuple(_coerce(v, float, f"{where}.{name}") for v in value)
+# ---- what each key must be, in words (errors) and in short (`config show`) ----------------------------------
+def _fields() -> list[tuple[str, FieldInfo]]:
+    """(dotted key, field) for every key of TrainConfig, in declaration order."""
+    out = []
+    for name, field in TrainConfig.model_fields.items():
+        section = _SECTIONS.get(name)
+        if section is None:
+            out.append((name, field))
         else:
-            kwargs[name] = _coerce(value, hint, f"{where}.{name}" if where else name)
+            out.extend((f"{name}.{sub}", subfield) for sub, subfield in section.model_fields.items())
+    return out
+
+
+def _unpack(annotation: Any, metadata: list) -> tuple[Any, list, bool]:
+    """(base type, constraint metadata, nullable) of a field annotation: Annotated and `X | None` unwrapped."""
+    nullable = False
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotation, *more = typing.get_args(annotation)
+            metadata = [*metadata, *more]
+        elif origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(annotation):
+            nullable = True
+            annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+        else:
+            return annotation, metadata, nullable
+
+
+def _bounds(metadata: list) -> str:
+    """The range of the constraints in `metadata`, in words: ">= 1", "> 0", "in [0, 1)" or ""."""
+    low = high = None
+    for item in metadata:
+        for attr, bracket in (("ge", "["), ("gt", "(")):
+            if getattr(item, attr, None) is not None:
+                low = (bracket, getattr(item, attr))
+        for attr, bracket in (("le", "]"), ("lt", ")")):
+            if getattr(item, attr, None) is not None:
+                high = (bracket, getattr(item, attr))
+    if low and high:
+        return f"in {low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
+    if low:
+        return f"{'>=' if low[0] == '[' else '>'} {low[1]:g}"
+    if high:
+        return f"{'<=' if high[0] == ']' else '<'} {high[1]:g}"
+    return ""
+
+
+def _describe(field: FieldInfo) -> tuple[str, str]:
+    """(short type for the key table, what the value must be in words for errors)."""
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    base, metadata, nullable = _unpack(field.annotation, list(field.metadata))
+    bounds, note = _bounds(metadata), str(extra.get("note", ""))
+    if typing.get_origin(base) is Literal:
+        choices = [str(c) for c in typing.get_args(base)]
+        short, words = " | ".join(choices), "one of " + ", ".join(choices)
+    elif base is bool:
+        short, words = "bool", "true or false"
+    elif base is int:
+        short, words = f"int {bounds}".strip(), f"a whole number {bounds}".strip()
+    elif base is float:
+        short, words = f"float {bounds}".strip(), f"a number {bounds}".strip()
+    elif base is str:
+        short, words = "str", "a string"
+    elif typing.get_origin(base) is tuple:
+        short, words = f"[{', '.join(['float'] * len(typing.get_args(base)))}]", "a list"
+    elif typing.get_origin(base) is dict:
+        short, words = "mapping", "a mapping"
+    elif typing.get_origin(base) is list:
+        short, words = "list", "a list"
+    else:
+        short, words = "section", "a mapping"
+    if nullable:  # unless the note says what null means
+        short, words = f"{short} | null", words if "null" in note else f"{words} or null"
+    return short, str(extra.get("expect") or words + note)
+
+
+def describe_keys() -> list[tuple[str, str, str, str]]:
+    """(key, type, default, help) for every key of a run config, in file order (`rudolph-ft config show`)."""
+    rows = []
+    for dotted, field in _fields():
+        default = field.get_default(call_default_factory=True)
+        default = _plain(default.model_dump()) if isinstance(default, BaseModel) else _plain(default)
+        shown = yaml.safe_dump(default, default_flow_style=True, allow_unicode=True, width=10**6).strip()
+        shown = shown.removesuffix("\n...").removesuffix("...").strip()
+        rows.append((dotted, _describe(field)[0], shown, field.description or ""))
+    return rows
+
+
+def format_keys() -> str:
+    """Every key with its type, default and help: an aligned table, a heading per section."""
+    rows = describe_keys()
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    widths[2] = min(widths[2], 20)  # a long default (freeze.train) overflows its own row, not the whole table
+    lines = [f"{'key':<{widths[0]}}  {'type':<{widths[1]}}  {'default':<{widths[2]}}  help"]
+    section = None
+    for dotted, kind, default, help_text in rows:
+        head = dotted.split(".")[0] if "." in dotted else ""
+        if head != section:
+            section = head
+            if head:
+                lines.append(f"[{head}]  {TrainConfig.model_fields[head].description}")
+        lines.append(f"{dotted:<{widths[0]}}  {kind:<{widths[1]}}  {default:<{widths[2]}}  {help_text}".rstrip())
+    return "\n".join(lines)
+
+
+# ---- pydantic's errors as one line naming the key -------------------------------------------------------------
+def _explain(error: ValidationError, values: Any, where: str, from_overrides: set[str]) -> str:
+    """The first problem of `error` in one line: where (file / override), the key, what it must be, what it got."""
+    problems = error.errors()
+    first = problems[0]
+    loc = [str(part) for part in first["loc"]]
+    depth = 2 if loc and loc[0] in _SECTIONS and len(loc) > 1 else 1
+    dotted = ".".join(loc[:depth])
+    if any(dotted == k or dotted.startswith(k + ".") or k.startswith(dotted + ".") for k in from_overrides):
+        where = "override"
+    more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+    kind = first["type"]
+    if not loc:  # a check across keys (TrainConfig._consistent)
+        return f"{where}: {_reason(first)}{more}"
+    if kind == "extra_forbidden":
+        return f"{where}: {_unknown(loc[:depth])}{more}"
+    if kind == "value_error":
+        reason = _reason(first)
+        return f"{where}: {reason if reason.startswith(dotted) else f'{dotted}: {reason}'}{more}"
+    if depth == 1 and loc[0] in _SECTIONS:
+        known = ", ".join(_SECTIONS[loc[0]].model_fields)
+        return (f"{where}: {loc[0]} must be a mapping of its keys ({known}), got {first['input']!r}{more}")
+    field = dict(_fields())[dotted]
+    got = first["input"] if len(loc) == depth else _lookup(values, loc[:depth])
+    message = f"{where}: {dotted} must be {_describe(field)[1]}, got {got!r}"
+    base = _unpack(field.annotation, [])[0]
+    if base is str and not isinstance(got, str) and isinstance(got, (int, float, bool)):
+        text = str(got).lower() if isinstance(got, bool) else str(got)
+        quoted = f"'{dotted}=\"{text}\"'" if where == "override" else f'{loc[-1]}: "{text}"'
+        message += f" (quote it to mean the text: {quoted})"
+    return message + more
+
+
+def _reason(problem: dict) -> str:
+    error = (problem.get("ctx") or {}).get("error")
+    return str(error) if error is not None else problem["msg"]
+
+
+def _lookup(values: Any, loc: list[str]) -> Any:
+    for part in loc:
+        if not isinstance(values, dict):
+            return values
+        values = values.get(part)
+    return values
+
+
+def _unknown(loc: list[str]) -> str:
+    """An unknown key or section, with the close matches and every known key of its level."""
+    if len(loc) == 1:
+        known = list(TrainConfig.model_fields)
+        what = f"unknown key or section {loc[0]}"
+    else:
+        known = list(_SECTIONS[loc[0]].model_fields)
+        what = f"unknown key {'.'.join(loc)}"
+    close = difflib.get_close_matches(loc[-1], known, n=1)
+    hint = f" (did you mean {'.'.join([*loc[:-1], close[0]])}?)" if close else ""
+    level = f"keys of {loc[0]}" if len(loc) > 1 else "top-level keys and sections"
+    return f"{what}{hint}; known {level}: {', '.join(known)}"
+
+
+def _validate(values: Any, where: str, from_overrides: set[str]) -> TrainConfig:
+    """TrainConfig from a mapping, or a one-line ConfigError."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping of sections ({', '.join(TrainConfig.model_fields)}), "
+                          f"got {type(values).__name__}")
     try:
-        return cls(**kwargs)
-    except ConfigError as error:
-        raise ConfigError(f"{where}: {error}" if where else str(error)) from None
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"{where or 'config'}: {error}") from None
+        return TrainConfig.model_validate(values)
+    except ValidationError as error:
+        raise ConfigError(_explain(error, values, where, from_overrides)) from None
 
 
-def _coerce(value, hint, key: str):
-    """YAML 1.1 reads `2e-5` as a string: turn strings into the field's number type, and say so when impossible."""
-    number = next((t for t in (float, int) if hint is t or t in typing.get_args(hint)), None)
-    if number is None or value is None or isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        return value
-    try:
-        return number(value) if number is float or isinstance(value, str) else value
-    except ValueError:
-        raise ConfigError(f"{key}: expected a number, got {value!r}") from None
-
-
+# ---- loading ----------------------------------------------------------------------------------------------------
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """`["train.epochs=3", "optim.lr=1e-4"]` applied onto a nested mapping (values parsed as YAML)."""
     values = _plain(values)
@@ -309,10 +485,12 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
         dotted, raw = item.split("=", 1)
         target = values
         *parents, leaf = dotted.strip().split(".")
-        for part in parents:
-            target = target.setdefault(part, {})
+        for depth, part in enumerate(parents, 1):
+            if target.get(part) is None:  # absent, or `train:` with nothing under it
+                target[part] = {}
+            target = target[part]
             if not isinstance(target, dict):
-                raise ConfigError(f"override {item!r}: {part} is not a section")
+                raise ConfigError(f"override {item!r}: {'.'.join(parents[:depth])} is not a section")
         try:
             target[leaf] = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as error:
@@ -322,27 +500,42 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
     return values
 
 
+def read_train_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """The checked config of a YAML file (or the defaults when `path` is None) with `section.key=value` overrides,
+    touching nothing else (no data is drawn: see `load_train_config`)."""
+    values: Any = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such config file")
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(error)}") from None
+        values = {} if values is None else values
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections ({', '.join(TrainConfig.model_fields)}), "
+                              f"got {type(values).__name__}")
+    overrides = overrides or []
+    values = apply_overrides(values, overrides)
+    from_overrides = {item.split("=", 1)[0].strip() for item in overrides}
+    return _validate(values, str(path) if path is not None else "config", from_overrides)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """One line: what is wrong and where (PyYAML's own message spans several lines)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
 def load_train_config(path: str | Path | None = None, overrides: list[str] | None = None, *,
                       echo: Callable[[str], None] = print) -> TrainConfig:
     """Read a YAML run config (or the defaults when `path` is None) and apply `section.key=value` overrides.
 
     `data.path` is then resolved (`resolve_data_path`): the demo set is drawn on first use, telling `echo` where.
     """
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such config file")
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    values = apply_overrides(values, overrides or [])
-    try:
-        config = _build(TrainConfig, values, "")
-    except ConfigError as error:
-        raise ConfigError(f"{path or 'config'}: {error}") from None
-    return resolve_data_path(config, echo=echo)
+    return resolve_data_path(read_train_config(path, overrides), echo=echo)
 
 
 def resolve_data_path(config: TrainConfig, echo: Callable[[str], None] = print) -> TrainConfig:

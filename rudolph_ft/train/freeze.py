@@ -16,8 +16,9 @@ the MLPs; `mode="article"` reproduces that rule exactly for a faithful re-run.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 from torch import nn
 
 __all__ = ["ROLES", "DEFAULT_TRAINED_ROLES", "FreezeConfig", "parameter_roles", "apply_freeze", "freeze_table"]
@@ -27,9 +28,8 @@ DEFAULT_TRAINED_ROLES = ("token_embeddings", "position_embeddings", "layer_norms
 _TOKEN_EMBEDDINGS = {"text_embeddings", "image_embeddings"}
 
 
-@dataclass
-class FreezeConfig:
-    """What to train.
+class FreezeConfig(BaseModel):
+    """What to train (the `freeze:` section of a run config; typed and checked like the other sections).
 
     Attributes:
         train: roles whose parameters train (see module docstring).
@@ -38,17 +38,25 @@ class FreezeConfig:
         mode: "roles" (default) or "article": the article's substring rule, which freezes only the MLPs.
     """
 
-    train: list[str] = field(default_factory=lambda: list(DEFAULT_TRAINED_ROLES))
-    unfreeze: str = ""
-    freeze: str = ""
-    mode: str = "roles"
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    def __post_init__(self) -> None:
-        unknown = sorted(set(self.train) - set(ROLES))
+    train: list[StrictStr] = Field(default_factory=lambda: list(DEFAULT_TRAINED_ROLES),
+                                   description="roles whose parameters train: " + ", ".join(ROLES),
+                                   json_schema_extra={"expect": "a list of roles out of " + ", ".join(ROLES)})
+    unfreeze: StrictStr = Field("", description="`|`-separated parameter-name prefixes trained in addition, e.g. "
+                                "transformer.layers.23|to_logits")
+    freeze: StrictStr = Field("", description="`|`-separated parameter-name prefixes frozen whatever their role "
+                              "(applied last)")
+    mode: Literal["roles", "article"] = Field("roles", description="roles, or article: the article's substring rule "
+                                              "(it freezes only the MLPs)")
+
+    @field_validator("train")
+    @classmethod
+    def _known_roles(cls, train: list[str]) -> list[str]:
+        unknown = sorted(set(train) - set(ROLES))
         if unknown:
-            raise ValueError(f"freeze.train: unknown role(s) {', '.join(unknown)}; roles are {', '.join(ROLES)}")
-        if self.mode not in ("roles", "article"):
-            raise ValueError(f"freeze.mode must be 'roles' or 'article', got {self.mode!r}")
+            raise ValueError(f"unknown role(s) {', '.join(unknown)}; roles are {', '.join(ROLES)}")
+        return train
 
 
 def parameter_roles(model: nn.Module) -> OrderedDict[str, str]:
@@ -70,7 +78,7 @@ def _role_of(module_name: str, module: nn.Module, name: str) -> str:
         return "attention"
     if ".mlp." in f".{module_name}.":
         return "mlp"
-    if module_name == "to_logits.1":
+    if module_name == "to_logits.1" or module_name.startswith("to_logits.1."):  # .base_layer, .lora_A... (LoRA)
         return "output_head"
     raise ValueError(f"parameter {name} has no freeze role: is this a RuDOLPH model?")
 
