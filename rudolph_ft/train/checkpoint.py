@@ -1,7 +1,10 @@
 """Training checkpoints: a usable model directory + the training state, written atomically, last K kept.
 
-    RUN/checkpoints/step-N/   model.safetensors, config.json, bpe.model | components.json, vqgan/,
-                              training_state.pt (optimizer, scheduler, progress, RNG states), run_config.yaml
+    RUN/checkpoints/step-N/   model.safetensors, config.json, bpe.model | components.json, vqgan/, run_config.yaml
+                              training_state.pt   optimizer, scheduler, fp16 loss scaler, progress (main process)
+                              rng-R.pt            process R's random streams (torch, CUDA, numpy, python, text)
+                              optimizer/          FSDP runs: the optimizer state, one shard per process (DCP)
+The model folder is consolidated (every inference command loads it); the training state is what resume needs beyond it.
 A checkpoint is first written to `step-N.tmp-*` and renamed into place: the rename is the commit, so every `step-N`
 is complete. An old checkpoint is renamed to `step-N.del-*` before it is deleted, so a kill during the deletion never
 leaves a half-deleted `step-N`. Readers see only `step-N` folders; `remove_debris` deletes the `.tmp-` / `.del-` ones a
@@ -24,8 +27,8 @@ import torch
 
 from ..io import umask_mode
 
-__all__ = ["Progress", "save_checkpoint", "latest_checkpoint", "load_training_state", "capture_rng", "restore_rng",
-           "remove_debris"]
+__all__ = ["Progress", "save_checkpoint", "new_checkpoint_folder", "commit_checkpoint", "latest_checkpoint",
+           "load_training_state", "capture_rng", "restore_rng", "save_rng", "load_rng", "remove_debris"]
 
 STATE_NAME = "training_state.pt"
 COMPLETE_NAME = re.compile(r"step-(\d+)")  # step-N.tmp-* (being written) and step-N.del-* (being deleted) are not
@@ -44,18 +47,56 @@ class Progress:
 
 
 def capture_rng(text_rng: random.Random) -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "text": text_rng.getstate()}
+    """This process's random streams: torch (dropout), CUDA, numpy, python and the BPE-dropout text stream.
+
+    (The image view of each example is drawn from (seed, step), so it needs no saved state.)
+    """
+    import numpy as np
+
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "text": text_rng.getstate(),
+             "numpy": _numpy_state(np.random.get_state())}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def restore_rng(state: dict, text_rng: random.Random) -> None:
+    import numpy as np
+
     torch.set_rng_state(state["torch"])
     random.setstate(_tuples(state["python"]))
     text_rng.setstate(_tuples(state["text"]))
+    if "numpy" in state:  # (checkpoints of rudolph-ft <= 0.4 kept no numpy state)
+        kind, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _numpy_state(state: tuple) -> tuple:
+    """numpy's legacy RNG state with its key array as a tensor, so that `torch.load(weights_only=True)` reads it."""
+    kind, keys, pos, has_gauss, gauss = state
+    return kind, torch.from_numpy(keys.astype("int64")), int(pos), int(has_gauss), float(gauss)
+
+
+def rng_name(rank: int) -> str:
+    return f"rng-{rank}.pt"
+
+
+def save_rng(folder: Path, rank: int, text_rng: random.Random) -> None:
+    """Write process `rank`'s random streams into a checkpoint being written (every process writes its own)."""
+    torch.save(capture_rng(text_rng), Path(folder) / rng_name(rank))
+
+
+def load_rng(checkpoint: Path, rank: int, state: dict | None = None) -> dict | None:
+    """Process `rank`'s saved random streams; None when the checkpoint has none for it (more processes than saved).
+
+    A checkpoint written before streams were saved per process holds the main process's in `state["rng"]`.
+    """
+    path = Path(checkpoint) / rng_name(rank)
+    if path.is_file():
+        return torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("rng") if state is not None and rank == 0 else None
 
 
 def _tuples(value):
@@ -64,15 +105,38 @@ def _tuples(value):
 
 
 def save_checkpoint(run_dir: Path, step: int, write_model, state: dict, keep: int) -> Path:
-    """Write `checkpoints/step-{step}` atomically: `write_model(tmp_dir)` + the state; keep the newest `keep`."""
-    root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    target = root / f"step-{step}"
-    tmp = Path(tempfile.mkdtemp(prefix=f"step-{step}.tmp-", dir=root))
+    """Write `checkpoints/step-{step}` atomically: `write_model(tmp_dir)` + the state; keep the newest `keep`.
+
+    (One process. A multi-process save is `new_checkpoint_folder`, every process writing into it, then
+    `commit_checkpoint` by the main process.)
+    """
+    tmp = new_checkpoint_folder(run_dir, step)
     try:
-        os.chmod(tmp, umask_mode(folder=True))  # the user's umask, not mkdtemp's private 0700
         write_model(tmp)
         torch.save(state, tmp / STATE_NAME)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return commit_checkpoint(tmp, step, keep)
+
+
+def new_checkpoint_folder(run_dir: Path, step: int) -> Path:
+    """A fresh `checkpoints/step-{step}.tmp-*` folder to write a checkpoint into (invisible to readers until
+    `commit_checkpoint` renames it)."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"step-{step}.tmp-", dir=root))
+    os.chmod(tmp, umask_mode(folder=True))  # the user's umask, not mkdtemp's private 0700
+    return tmp
+
+
+def commit_checkpoint(tmp: Path, step: int, keep: int) -> Path:
+    """Rename the written `tmp` folder to `step-{step}` (the commit), then delete all but the newest `keep`."""
+    tmp = Path(tmp)
+    root, target = tmp.parent, tmp.parent / f"step-{step}"
+    try:
+        if not (tmp / STATE_NAME).is_file():
+            raise FileNotFoundError(f"{tmp}: no {STATE_NAME}; not a complete checkpoint")
         _pause_for_tests("write", step)
         # re-saving the same step (e.g. the final step after an interval save): the old copy is set aside first
         doomed = [_set_aside(target)] if target.exists() else []

@@ -227,9 +227,9 @@ def evaluate_during_training(trainer, final: bool) -> dict:
         batch_size=cfg.train.batch_size, device=trainer.accelerator.device)}
     trainer.metrics.log(row)
     trainer.echo(f"step {row['step']}: validation loss {row['val_loss']:.4f} (right text {row['val_r_text_loss']:.4f})")
+    components = trainer._components(device=trainer.accelerator.device)  # (under FSDP: gathered, by every process)
     if not trainer.accelerator.is_main_process:
         return row
-    components = trainer._components()
     images = [m["image_path"] for m in prepared.val.meta]
     if not final:  # a few fixed validation photos, captioned at each evaluation
         from ..pipelines.captions import generate_captions_batch

@@ -12,7 +12,7 @@ RUN/run_config.yaml is written when a run starts (or resumes); every checkpoint 
 
 from __future__ import annotations
 
-import dataclasses
+import datetime
 import json
 import math
 import os
@@ -29,17 +29,28 @@ import torch
 from ..components import Components, save_components
 from ..io import FolderLock, atomic_write
 from .checkpoint import (
+    STATE_NAME,
     Progress,
-    capture_rng,
+    commit_checkpoint,
     latest_checkpoint,
+    load_rng,
     load_training_state,
+    new_checkpoint_folder,
     progress_dict,
     remove_debris,
     restore_rng,
-    save_checkpoint,
+    save_rng,
 )
 from .config import TrainConfig, load_train_config
 from .data import assemble_batch, batch_order
+from .distributed import (
+    fsdp_requested,
+    full_state_dict,
+    largest_weight,
+    load_sharded_optimizer,
+    save_sharded_optimizer,
+    shard_model,
+)
 from .freeze import apply_freeze, freeze_table
 from .metrics import DivergenceWatch, MetricsLog
 from .optim import build_optimizer, build_scheduler
@@ -50,9 +61,12 @@ __all__ = ["Trainer", "TrainingStopped", "train", "resume_command"]
 RUN_CONFIG = "run_config.yaml"
 
 
-def resume_command(run_dir: str | Path) -> str:
-    """The command that continues the run in `run_dir` (what `train(resume=run_dir)` does), quoted for a shell."""
-    return f"rudolph-ft train --resume {shlex.quote(str(run_dir))}"
+def resume_command(run_dir: str | Path, processes: int = 1) -> str:
+    """The command that continues the run in `run_dir` (what `train(resume=run_dir)` does), quoted for a shell;
+    with `processes` > 1 launched as that many processes on this machine, as the run was."""
+    resume = f"train --resume {shlex.quote(str(run_dir))}"
+    return f"torchrun --standalone --nproc_per_node {processes} -m rudolph_ft {resume}" if processes > 1 \
+        else f"rudolph-ft {resume}"
 
 
 class TrainingStopped(RuntimeError):
@@ -71,18 +85,40 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, *, resume: bool = False,
                  on_step: Callable[[Trainer, dict], None] | None = None, echo: Callable[[str], None] = print) -> None:
-        from accelerate import Accelerator
-
         self.config = config
         self.run_dir = Path(config.output_dir)
         self.resume = resume
         self.on_step = on_step
-        # without a GPU, cpu=True is what makes accelerate run several processes (torchrun) as gloo data parallel
-        self.accelerator = Accelerator(mixed_precision=config.train.precision, cpu=not torch.cuda.is_available())
+        self.accelerator = self._make_accelerator()
+        # FSDP shards the model across processes; with one process there is nothing to shard
+        self.fsdp = fsdp_requested(config.train.strategy) and self.accelerator.num_processes > 1
+        if self.fsdp:  # (asked by accelerate's FSDP config) saved in run_config.yaml, so that a resume shards too
+            config.train.strategy = "fsdp"
         self.echo = echo if self.accelerator.is_main_process else (lambda message: None)
+        if config.train.precision == "fp16" and self.accelerator.scaler is None and not self.fsdp:
+            self.echo("note: train.precision=fp16 needs a CUDA GPU (autocast + loss scaler); here the run trains in "
+                      "fp32. train.precision=bf16 is mixed precision on CPUs too")
         self._stop_reason: str | None = None
         self._saved_step = -1
         self.progress = Progress()
+
+    def _make_accelerator(self):
+        """Device placement, the process group and mixed precision (fp16: with its loss scaler)."""
+        from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
+        from accelerate.utils import InitProcessGroupKwargs
+
+        state = AcceleratorState._shared_state
+        if state and state.get("_mixed_precision") != self.config.train.precision:
+            # accelerate keeps one precision per Python process; a second run in the same notebook or program may
+            # ask for another. The process group (PartialState) is kept.
+            AcceleratorState._reset_state(reset_partial_state=False)
+        # the other processes wait in a collective while the main one prepares (first encode of a large data set):
+        # longer than torch's default process-group timeout (10 min NCCL, 30 min gloo)
+        waiting = InitProcessGroupKwargs(timeout=datetime.timedelta(hours=6))
+        # without a GPU, cpu=True is what makes accelerate run several processes (torchrun) as gloo data parallel
+        return Accelerator(mixed_precision=self.config.train.precision, cpu=not torch.cuda.is_available(),
+                           kwargs_handlers=[waiting])
 
     # ---- public --------------------------------------------------------------------------------------------
     def request_stop(self, reason: str = "stop requested") -> None:
@@ -105,24 +141,37 @@ class Trainer:
         cfg = self.config
         checkpoint = self._checkpoint_to_resume()
         self._write_run_config()
-        torch.manual_seed(cfg.train.seed + self.accelerator.process_index)
-        random.seed(cfg.train.seed)
-        self.text_rng = random.Random(cfg.train.seed)
-        self.prepared = prepare_run(cfg, self.run_dir, checkpoint, echo=self.echo,
-                                    is_main=self.accelerator.is_main_process)
+        rank = self.accelerator.process_index
+        torch.manual_seed(cfg.train.seed)  # the same initial weights on every process (FSDP shards each one's copy)
+        # each process its own python and BPE-dropout streams (process 0's as in a one-process run)
+        random.seed(cfg.train.seed + 1_000_003 * rank)
+        self.text_rng = random.Random(cfg.train.seed + 1_000_003 * rank)
+        self.prepared = prepare_run(cfg, self.run_dir, checkpoint, echo=self.echo, accelerator=self.accelerator)
         # the training stream (dropout) starts here, whatever preparation drew (e.g. encoding cache misses)
         torch.manual_seed(cfg.train.seed * 7 + 1 + self.accelerator.process_index)
         model = self.prepared.components.model
+        if cfg.train.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
         roles = apply_freeze(model, cfg.freeze)
         self.echo(freeze_table(model, roles))
+        self._echo_memory_plan(model)
+        if self.fsdp:
+            if cfg.optim.name == "adam8bit":
+                raise ValueError("optim.name=adam8bit (bitsandbytes) cannot step FSDP-sharded parameters: set "
+                                 "optim.name=adamw with train.strategy=fsdp")
+            model = shard_model(model, device=self.accelerator.device, precision=cfg.train.precision)
         optimizer = build_optimizer(model, roles, cfg.optim)
         self.batches_per_epoch = len(self._epoch_batches(0))
-        self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.train.grad_accum)
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.train.grad_accum_steps)
         self.total_steps = self.steps_per_epoch * cfg.train.epochs
         if cfg.train.max_steps:
             self.total_steps = min(self.total_steps, cfg.train.max_steps)
         scheduler = build_scheduler(optimizer, cfg.schedule, self.steps_per_epoch * cfg.train.epochs)
-        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        if self.fsdp:  # sharded above; mixed precision is FSDP's policy, not autocast
+            self.model, self.optimizer = model, optimizer
+        else:
+            self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        # not handed to accelerate, which steps it once per process; skipped fp16 steps are left out below
         self.scheduler = scheduler
         if checkpoint is not None:
             self._restore(checkpoint)
@@ -147,7 +196,7 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.progress.step, desc="train", unit="step", dynamic_ncols=True,
                    disable=not (cfg.logging.progress and self.accelerator.is_main_process))
         self.model.train()
-        self.watch = DivergenceWatch(_largest_weight(self.model))
+        self.watch = DivergenceWatch(self._largest_weight())
         epoch, batches = None, []
         while self.progress.step < self.total_steps and self._stop_reason is None:
             if epoch != self.progress.epoch:
@@ -155,51 +204,117 @@ class Trainer:
             if self.progress.batch_in_epoch >= len(batches):
                 self.progress.epoch, self.progress.batch_in_epoch = self.progress.epoch + 1, 0
                 continue
-            group = batches[self.progress.batch_in_epoch:self.progress.batch_in_epoch + cfg.train.grad_accum]
+            group = batches[self.progress.batch_in_epoch:self.progress.batch_in_epoch + cfg.train.grad_accum_steps]
             metrics = self._optimizer_step(group)
             self.progress.batch_in_epoch += len(group)
             bar.update(1)
             if "non_finite" in metrics:
                 self._non_finite(metrics)  # stops the run, unless train.nan_policy=skip
             else:
-                self.watch.observe(metrics["step"], metrics["grad_norm"], _largest_weight(self.model))
+                self.watch.observe(metrics["step"], metrics["grad_norm"], self._largest_weight())
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}",
                             samples_s=f"{metrics['samples_per_s']:.1f}")
             self._after_step(metrics)
         bar.close()
 
+    def _echo_memory_plan(self, model) -> None:
+        """The memory plan's peak per device for this run (`rudolph-ft plan` prints the whole table)."""
+        from .plan import memory_plan, peak_line
+
+        plan = memory_plan(self.config, arch=model.config, device=self.accelerator.device.type)
+        self.echo(peak_line(plan, self.accelerator.num_processes, "fsdp" if self.fsdp else "ddp"))
+
+    def _largest_weight(self) -> float:
+        return largest_weight(self.model, sharded=self.fsdp)
+
+    def _agree_on_stop(self) -> None:
+        """A stop asked of any process stops all of them after the same step (a signal reaches them at different
+        times; one that stopped alone would leave the others waiting in the next step's collectives)."""
+        acc = self.accelerator
+        if acc.num_processes == 1:
+            return
+        flag = torch.tensor([1.0 if self._stop_reason is not None else 0.0], device=acc.device)
+        if acc.reduce(flag, reduction="sum").item() > 0 and self._stop_reason is None:
+            self._stop_reason = "another process was asked to stop"
+
     def _optimizer_step(self, group: list[list[int]]) -> dict:
+        """One optimizer step over `group` (grad_accum_steps batches of this process).
+
+        The objective is the one-process objective of the global batch (all micro-batches of all processes): the
+        left-text and image losses are means over examples, the right-text loss a mean over the scored (non-pad)
+        tokens of the whole global batch, so N processes or K accumulated batches give the same step as one
+        process with the whole batch.
+        """
         cfg, acc, model = self.config, self.accelerator, self.model
         start = time.perf_counter()
         totals = {"loss": 0.0, "l_text_loss": 0.0, "image_loss": 0.0, "r_text_loss": 0.0}
         samples = sum(len(b) for b in group)
-        for i, indices in enumerate(group):
-            input_ids = self._batch(indices).to(acc.device)
-            sync = acc.no_sync(model) if i < len(group) - 1 and acc.num_processes > 1 else nullcontext()
-            with sync, acc.autocast():
+        batches = [self._batch(indices) for indices in group]
+        image_end = self.prepared.l_text_seq_length + self.prepared.components.model.config.image_seq_length
+        scored = [int((ids[:, image_end + 1:] != 0).sum()) for ids in batches]  # the right-text tokens scored
+        global_scored = sum(scored)
+        if acc.num_processes > 1:
+            global_scored = int(acc.reduce(torch.tensor([global_scored], device=acc.device), reduction="sum").item())
+        share = acc.num_processes * len(group)  # gradients are averaged over processes and micro-batches
+        for i, input_ids in enumerate(batches):
+            last = i == len(group) - 1
+            input_ids = input_ids.to(acc.device)
+            if self.fsdp:
+                model.set_requires_gradient_sync(last)  # reduce-scatter the gradients once, after the last batch
                 out = model(input_ids, loss_weights=tuple(cfg.train.loss_weights))
-                acc.backward(out.loss / len(group))
-            for name in totals:
-                value = getattr(out, name)
-                totals[name] += (value.item() if value is not None else float("nan")) / len(group)
-        if acc.num_processes > 1:  # log the mean over processes, as the gradients are averaged
+                loss = self._objective(out, scored[i] * share / max(global_scored, 1)) / len(group)
+                loss.backward()
+            else:
+                sync = acc.no_sync(model) if not last and acc.num_processes > 1 else nullcontext()
+                with sync, acc.autocast():
+                    out = model(input_ids, loss_weights=tuple(cfg.train.loss_weights))
+                    loss = self._objective(out, scored[i] * share / max(global_scored, 1)) / len(group)
+                    acc.backward(loss)
+            totals["loss"] += loss.item()
+            totals["l_text_loss"] += _value(out.l_text_loss) / len(group)
+            totals["image_loss"] += _value(out.image_loss) / len(group)
+            totals["r_text_loss"] += _value(out.r_text_loss) * scored[i] * acc.num_processes / max(global_scored, 1)
+        if acc.num_processes > 1:  # the global batch's values: the mean over processes of each one's share
             values = torch.tensor(list(totals.values()), device=acc.device)
             totals = dict(zip(totals, acc.reduce(values, reduction="mean").tolist(), strict=True))
         self.progress.step += 1
         self.progress.samples_seen += samples * acc.num_processes
-        grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.train.max_grad_norm)
+        grad_norm = self._clip_gradients()
         lr = self.optimizer.param_groups[0]["lr"]
         finite = math.isfinite(totals["loss"])
         if finite:  # a non-finite step leaves the weights as they were
             self.optimizer.step()
-            self.scheduler.step()
+            if not getattr(self.optimizer, "step_was_skipped", False):  # an fp16 overflow the loss scaler skipped
+                self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self._agree_on_stop()
         elapsed = time.perf_counter() - start
         metrics = {"step": self.progress.step, "epoch": self.progress.epoch, **totals, "lr": lr,
-                   "grad_norm": float(grad_norm), "samples_per_s": samples * acc.num_processes / elapsed}
+                   "grad_norm": grad_norm, "samples_per_s": samples * acc.num_processes / elapsed}
         if not finite:  # which of the loss and its segment losses were NaN/inf
             metrics["non_finite"] = [name for name, value in totals.items() if not math.isfinite(value)]
         return metrics
+
+    def _objective(self, out, r_text_share: float) -> torch.Tensor:
+        """The weighted loss (as the model's `out.loss`) with the right-text loss scaled to its share of the global
+        batch's scored tokens; fp32 whatever the autocast precision (the model computes the losses in fp32)."""
+        total, weight_sum = 0.0, 0.0
+        losses = (out.l_text_loss, out.image_loss, out.r_text_loss)
+        for k, (weight, loss) in enumerate(zip(self.config.train.loss_weights, losses, strict=True)):
+            if weight and loss is not None:  # a zero weight leaves its segment out, as in the model
+                if k == 2:
+                    # (no scored token in this batch: no term, rather than its 0/0)
+                    loss = loss * r_text_share if r_text_share else torch.zeros((), device=loss.device)
+                total, weight_sum = total + weight * loss.float(), weight_sum + weight
+        return total / weight_sum
+
+    def _clip_gradients(self) -> float:
+        """Clip the gradients' global norm to train.max_grad_norm (fp16: after unscaling); the norm before."""
+        max_norm = self.config.train.max_grad_norm
+        if self.fsdp:  # DTensor gradients: the norm is reduced over the shards
+            norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], max_norm)
+            return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+        return float(self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm))
 
     def _batch(self, indices: list[int]) -> torch.Tensor:
         cfg, prepared = self.config, self.prepared
@@ -258,13 +373,32 @@ class Trainer:
         self.model.train()
         return result
 
-    def _components(self) -> Components:
-        prepared = self.prepared
-        return Components(self.accelerator.unwrap_model(self.model), prepared.components.tokenizer,
-                          prepared.components.vqgan)
+    def _components(self, device: torch.device | None = None) -> Components | None:
+        """The trained model with its tokenizer and VQGAN, on the main process (None on the others).
 
-    def _write_model(self, directory: Path) -> None:
-        save_components(self._components(), directory, **self.prepared.component_names)
+        Under FSDP the weights are gathered into a plain model first (on the CPU, or `device`): every process must
+        call this then.
+        """
+        prepared, acc = self.prepared, self.accelerator
+        if not self.fsdp:
+            model = acc.unwrap_model(self.model)
+        else:
+            state = full_state_dict(self.model)  # a collective
+            if not acc.is_main_process:
+                return None
+            from ..model import RuDolph
+
+            with torch.device("meta"):
+                model = RuDolph(prepared.components.model.config)
+            model.load_state_dict(state, assign=True)
+            model.reset_buffers("cpu")
+            if device is not None:
+                model.to(device)
+        return Components(model, prepared.components.tokenizer, prepared.components.vqgan) if acc.is_main_process \
+            else None
+
+    def _write_model(self, directory: Path, components: Components) -> None:
+        save_components(components, directory, **self.prepared.component_names)
         self.config.save(directory / RUN_CONFIG)
 
     def _write_run_config(self) -> None:
@@ -274,15 +408,39 @@ class Trainer:
             atomic_write(self.run_dir / RUN_CONFIG, self.config.save)
 
     def _save_checkpoint(self) -> None:
-        self.accelerator.wait_for_everyone()
-        if not self.accelerator.is_main_process or self._saved_step == self.progress.step:
+        """Every process writes its part into one `step-N.tmp-*` folder, then the main process commits it.
+
+        Main: the model folder (consolidated), training_state.pt (optimizer unless sharded, scheduler, loss scaler,
+        progress). Each process: its random streams (rng-R.pt) and, under FSDP, its optimizer shard.
+        """
+        from accelerate.utils import broadcast_object_list
+
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if self._saved_step == self.progress.step:
             return
         self._saved_step = self.progress.step
-        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "progress": progress_dict(self.progress), "rng": capture_rng(self.text_rng)}
-        path = save_checkpoint(self.run_dir, self.progress.step, self._write_model, state, self.config.checkpoint.keep)
-        self.metrics.plot()
-        self.echo(f"checkpoint: {path}")
+        components = self._components()  # (a collective under FSDP)
+        folder = [str(new_checkpoint_folder(self.run_dir, self.progress.step)) if acc.is_main_process else None]
+        if acc.num_processes > 1:
+            broadcast_object_list(folder)
+        tmp = Path(folder[0])
+        save_rng(tmp, acc.process_index, self.text_rng)
+        if self.fsdp:
+            save_sharded_optimizer(self.model, self.optimizer, tmp)
+        if acc.is_main_process:
+            self._write_model(tmp, components)
+            scaler = acc.scaler
+            state = {"optimizer": None if self.fsdp else self.optimizer.state_dict(),
+                     "scheduler": self.scheduler.state_dict(),
+                     "scaler": scaler.state_dict() if scaler is not None else None,
+                     "progress": progress_dict(self.progress), "num_processes": acc.num_processes}
+            torch.save(state, tmp / STATE_NAME)
+        acc.wait_for_everyone()  # every process's part is written
+        if acc.is_main_process:
+            path = commit_checkpoint(tmp, self.progress.step, self.config.checkpoint.keep)
+            self.metrics.plot()
+            self.echo(f"checkpoint: {path}")
 
     def _checkpoint_to_resume(self) -> Path | None:
         found = latest_checkpoint(self.run_dir)
@@ -298,22 +456,39 @@ class Trainer:
         return None
 
     def _restore(self, checkpoint: Path) -> None:
+        """Optimizer, scheduler, loss scaler, progress and this process's random streams, as the checkpoint has them."""
+        acc = self.accelerator
         state = load_training_state(checkpoint)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.fsdp:
+            load_sharded_optimizer(self.model, self.optimizer, checkpoint)
+        elif state["optimizer"] is None:
+            raise ValueError(f"{checkpoint} was saved by an FSDP run (its optimizer state is sharded in "
+                             f"{checkpoint / 'optimizer'}): resume it with train.strategy=fsdp and several processes")
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if acc.scaler is not None and state.get("scaler"):
+            acc.scaler.load_state_dict(state["scaler"])
         self.progress = state["progress"]
-        restore_rng(state["rng"], self.text_rng)
+        rng = load_rng(checkpoint, acc.process_index, state)
+        if rng is not None:
+            restore_rng(rng, self.text_rng)
+        saved = state.get("num_processes", 1)
+        if saved != acc.num_processes:
+            self.echo(f"note: {checkpoint} was saved by {saved} process(es), this run has {acc.num_processes}: the "
+                      "data order continues, the random streams of processes without a saved one start afresh")
 
     def _finish(self) -> dict:
         summary = {"run_dir": str(self.run_dir), "steps": self.progress.step, "epochs_done": self.progress.epoch,
                    "stopped": self._stop_reason}
         if self._stop_reason is not None:
             self.echo(f"{self._stop_reason}: stopped after step {self.progress.step}, checkpoint saved. Resume with:\n"
-                      f"  {resume_command(self.run_dir)}")
+                      f"  {resume_command(self.run_dir, self.accelerator.num_processes)}")
             return summary
         self._save_checkpoint()  # every process enters its barrier
+        components = self._components()  # (a collective under FSDP)
         if self.accelerator.is_main_process:
-            self._write_model(self.run_dir / "final")
+            self._write_model(self.run_dir / "final", components)
             self.echo(f"trained model: {self.run_dir / 'final'}")
         self.accelerator.wait_for_everyone()
         if self.config.eval.final:
@@ -328,10 +503,8 @@ class Trainer:
         return summary
 
 
-def _largest_weight(model: torch.nn.Module) -> float:
-    """max |w| over the trainable parameters (one fused reduction): how far the weights have blown up."""
-    params = [p.detach() for p in model.parameters() if p.requires_grad]
-    return float(torch.stack(torch._foreach_norm(params, math.inf)).max()) if params else 0.0
+def _value(loss: torch.Tensor | None) -> float:
+    return loss.item() if loss is not None else float("nan")
 
 
 class _stop_on_signals:
@@ -371,7 +544,7 @@ def train(config_path: str | Path | None = None, overrides: list[str] | None = N
         run_dir = Path(resume)
         config = load_train_config(_config_to_resume(run_dir, echo), overrides)
         # set, not an override: a YAML override would turn a directory named e.g. `007` into the number 7
-        config = dataclasses.replace(config, output_dir=str(resume))
+        config = config.replace(output_dir=str(resume))
         from .prepare import check_learned_tokenizer
 
         check_learned_tokenizer(config, run_dir)  # before the resume rewrites run_config.yaml with these overrides

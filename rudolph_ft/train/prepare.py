@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from ..io import atomic_write
 from .config import DataSection, TrainConfig
 from .data import Examples
 
-__all__ = ["Prepared", "prepare_run", "run_dataset", "check_learned_tokenizer"]
+__all__ = ["Prepared", "prepare_run", "default_encode_batch_size", "run_dataset", "check_learned_tokenizer"]
 
 BPE_SETTINGS = "bpe.settings.json"  # beside a learned bpe.model: the settings it was learned with
 
@@ -36,12 +37,94 @@ class Prepared:
 
 
 def prepare_run(config: TrainConfig, run_dir: Path, checkpoint: Path | None, *, echo: Callable[[str], None] = print,
-                is_main: bool = True) -> Prepared:
-    """Load (or resume) the model, tokenizer and VQGAN; check, split and encode the data."""
+                accelerator=None, encode_batch_size: int | None = None) -> Prepared:
+    """Load (or resume) the model, tokenizer and VQGAN; check, split and encode the data.
+
+    Images are encoded on the training device (`accelerator.device`; the CPU without an accelerator) in batches of
+    `encode_batch_size` (default `default_encode_batch_size(device)`), only the VQGAN's encoding half moving there
+    and back; the codes, like all training data, stay on the CPU.
+
+    With several processes (an `accelerate.Accelerator` of a torchrun launch) the run is prepared once, not once per
+    process: the main process checks the data, learns and writes the tokenizer and encodes the images (filling the
+    code cache), then sends the examples to the others, which only load the model, the VQGAN and the tokenizer the
+    main process wrote. A failure on the main process is reported to the others, so none waits forever.
+    """
+    device = torch.device("cpu") if accelerator is None else torch.device(accelerator.device)
+    batch_size = default_encode_batch_size(device) if encode_batch_size is None else encode_batch_size
+    if batch_size < 1:
+        raise ValueError(f"encode_batch_size must be >= 1, got {batch_size}")
+    if accelerator is None or accelerator.num_processes == 1:
+        return _prepare(config, run_dir, checkpoint, echo, device, batch_size)
+    if accelerator.is_main_process:
+        try:
+            prepared = _prepare(config, run_dir, checkpoint, echo, device, batch_size)
+        except Exception as error:  # tell the others, waiting in the broadcast below, then fail here as usual
+            _broadcast(_MainFailed(f"{type(error).__name__}: {error}"))
+            raise
+        _broadcast(_Shared(prepared.train, prepared.val, prepared.data_report))
+        return prepared
+    shared = _broadcast(None)
+    if isinstance(shared, _MainFailed):
+        raise RuntimeError(f"the main process could not prepare the run ({shared.message})")
+    # loaded only now: whatever the main process downloaded or wrote (RUN/bpe.model) is there
+    model, vqgan, random_vqgan = _load_models(config, checkpoint)
+    from ..tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(config.tokenizer.name if config.tokenizer.name is not None else run_dir / TOKENIZER_NAME)
+    _check_vocabularies(model.config, tokenizer, vqgan)
+    return Prepared(Components(model, tokenizer, vqgan), shared.train, shared.val,
+                    _component_names(config, random_vqgan), shared.report)
+
+
+def default_encode_batch_size(device: torch.device) -> int:
+    """Images per VQGAN call: 16 on the CPU (the batching codes were always computed in, so CPU codes stay bitwise
+    what they were: another batching moves logits by ~5e-6 and may flip near-ties), 64 on an accelerator."""
+    return 16 if device.type == "cpu" else 64
+
+
+@dataclass
+class _Shared:
+    """What the main process prepares for all: the examples of both splits and the data check's report."""
+
+    train: Examples
+    val: Examples
+    report: object
+
+
+@dataclass
+class _MainFailed:
+    message: str
+
+
+def _broadcast(payload):
+    """The main process's `payload`, on every process (pickled through the process group: gloo or NCCL)."""
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([payload], from_process=0)[0]
+
+
+def _prepare(config: TrainConfig, run_dir: Path, checkpoint: Path | None, echo, device: torch.device,
+             batch_size: int) -> Prepared:
+    """Everything, in this process: what a single process does, and the main process of several."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model, vqgan, random_vqgan = _load_models(config, checkpoint)
+    dataset = _load_dataset(config, model.config.image_size, echo)
+    train_set, val_set = dataset.split()
+    tokenizer = _tokenizer(config, run_dir, train_set.captions, echo)
+    _check_vocabularies(model.config, tokenizer, vqgan)
+    components = Components(model, tokenizer, vqgan)
+    with _encoder_on(vqgan, device):
+        train = _examples(train_set, components, config, echo, batch_size)
+        val = _examples(val_set, components, config, echo, batch_size)
+    echo(f"data: {len(train)} training and {len(val)} validation examples")
+    return Prepared(components, train, val, _component_names(config, random_vqgan), dataset.report)
+
+
+def _load_models(config: TrainConfig, checkpoint: Path | None):
+    """(model in train mode, VQGAN on the CPU, whether the VQGAN is a seeded random one)."""
     from ..model import load_model
     from ..model.vqgan import load_vqgan
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     if checkpoint is not None:
         model = load_model(checkpoint)
     else:
@@ -50,18 +133,33 @@ def prepare_run(config: TrainConfig, run_dir: Path, checkpoint: Path | None, *, 
     random_vqgan = config.vqgan.name in VQGAN_PRESETS and VQGAN_PRESETS[config.vqgan.name].hub is None
     vqgan = load_vqgan(config.vqgan.name, seed=config.vqgan.seed if random_vqgan else None)
     _check_image_layout(model.config, vqgan)
-    dataset = _load_dataset(config, model.config.image_size, echo)
-    train_set, val_set = dataset.split()
-    tokenizer = _tokenizer(config, run_dir, train_set.captions, echo, is_main)
-    _check_vocabularies(model.config, tokenizer, vqgan)
-    components = Components(model, tokenizer, vqgan)
-    train = _examples(train_set, components, config, echo)
-    val = _examples(val_set, components, config, echo)
-    echo(f"data: {len(train)} training and {len(val)} validation examples")
-    # official components are recorded by name; anything else is copied into each saved model directory
-    names = {"tokenizer_name": config.tokenizer.name if config.tokenizer.name == "rudalle" else None,
-             "vqgan_name": None if random_vqgan or config.vqgan.name not in VQGAN_PRESETS else config.vqgan.name}
-    return Prepared(components, train, val, names, dataset.report)
+    return model, vqgan, random_vqgan
+
+
+def _component_names(config: TrainConfig, random_vqgan: bool) -> dict:
+    """Official components are recorded by name; anything else is copied into each saved model directory."""
+    return {"tokenizer_name": config.tokenizer.name if config.tokenizer.name == "rudalle" else None,
+            "vqgan_name": None if random_vqgan or config.vqgan.name not in VQGAN_PRESETS else config.vqgan.name}
+
+
+@contextmanager
+def _encoder_on(vqgan, device: torch.device) -> Iterator[None]:
+    """The VQGAN's encoding half (encoder, quant_conv, logits projection: what `encode` runs) on `device` for the
+    block, back on the CPU after it, where checkpoints save it and caption sampling finds it. The decoder and the
+    codebook, which encoding never reads, do not take device memory."""
+    if device.type == "cpu":
+        yield
+        return
+    parts = (vqgan.encoder, vqgan.quant_conv, vqgan.quantize.proj)
+    try:
+        for part in parts:
+            part.to(device)
+        yield
+    finally:
+        for part in parts:
+            part.to("cpu")
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # the encoder's activations: give the training model the memory back
 
 
 def run_dataset(data: DataSection, image_size: int, *, progress: bool = False):
@@ -86,7 +184,7 @@ def _load_dataset(config: TrainConfig, image_size: int, echo):
     return dataset
 
 
-def _tokenizer(config: TrainConfig, run_dir: Path, captions: list[str], echo, is_main: bool):
+def _tokenizer(config: TrainConfig, run_dir: Path, captions: list[str], echo):
     from ..tokenizer import load_tokenizer, train_tokenizer
 
     learned = run_dir / TOKENIZER_NAME
@@ -96,10 +194,10 @@ def _tokenizer(config: TrainConfig, run_dir: Path, captions: list[str], echo, is
         check_learned_tokenizer(config, run_dir, captions, echo)
         return load_tokenizer(learned)
     tokenizer = train_tokenizer(captions, config.tokenizer.train_vocab_size)
-    if is_main:  # the settings first: a bpe.model always has the settings that made it beside it
-        text = json.dumps(_bpe_settings(config, captions), indent=2, ensure_ascii=False) + "\n"
-        atomic_write(run_dir / BPE_SETTINGS, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-        tokenizer.save(learned)
+    # the settings first: a bpe.model always has the settings that made it beside it
+    text = json.dumps(_bpe_settings(config, captions), indent=2, ensure_ascii=False) + "\n"
+    atomic_write(run_dir / BPE_SETTINGS, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    tokenizer.save(learned)
     echo(f"tokenizer: learned {tokenizer.vocab_size} BPE ids from {len(captions)} training captions -> {learned}")
     return tokenizer
 
@@ -162,10 +260,10 @@ def _check_vocabularies(model_config, tokenizer, vqgan) -> None:
                          f"{model_config.vocab_size}: pick a matching tokenizer or a smaller train_vocab_size")
 
 
-def _examples(dataset, components: Components, config: TrainConfig, echo) -> Examples:
+def _examples(dataset, components: Components, config: TrainConfig, echo, batch_size: int) -> Examples:
     r_len = components.model.config.r_text_seq_length
     captions = dataset.captions
-    codes = _image_codes(dataset, components.vqgan, config, components.model.config.image_seq_length)
+    codes = _image_codes(dataset, components.vqgan, config, components.model.config.image_seq_length, batch_size)
     r_text = components.tokenizer.encode_batch(captions, r_len) if captions else torch.zeros(0, r_len, dtype=torch.long)
     too_long = int((r_text[:, -1] != 0).sum()) if len(captions) else 0
     if too_long:
@@ -180,11 +278,12 @@ def dihedral(images: torch.Tensor, view: int) -> torch.Tensor:
     return images.flip(-1) if view >= 4 else images
 
 
-def _image_codes(dataset, vqgan, config: TrainConfig, image_seq_length: int) -> torch.Tensor:
-    """(N, views, h*w) codes of every image; view 0 is the photo's argmax codes.
+def _image_codes(dataset, vqgan, config: TrainConfig, image_seq_length: int, batch_size: int) -> torch.Tensor:
+    """(N, views, h*w) codes of every image, on the CPU; view 0 is the photo's argmax codes.
 
     Argmax and Gumbel views come from the on-disk `CodeCache` (encoded once across epochs and runs); dihedral
-    views encode rotated / mirrored photos in memory.
+    views encode rotated / mirrored photos in memory. Encoding runs where the VQGAN's encoder is (see `_encoder_on`),
+    `batch_size` images per call.
     """
     from ..data.cache import CodeCache
 
@@ -193,10 +292,17 @@ def _image_codes(dataset, vqgan, config: TrainConfig, image_seq_length: int) -> 
         return torch.zeros(0, views, image_seq_length, dtype=torch.long)
     if config.vqgan.augment == "gumbel":
         cache = CodeCache(config.data.cache_dir, vqgan, image_size=dataset.config.image_size, views=views,
-                          seed=config.train.seed)
+                          seed=config.train.seed, batch_size=batch_size)
         return cache.codes_for(dataset, progress=config.logging.progress)
+    device = vqgan.encoder.conv_in.weight.device
     batches = []
-    for start in range(0, len(dataset), 16):
-        images = torch.stack([dataset[i]["image"] for i in range(start, min(start + 16, len(dataset)))])
-        batches.append(torch.stack([vqgan.encode(dihedral(images, view)) for view in range(views)], dim=1))
-    return torch.cat(batches)
+    for start in range(0, len(dataset), batch_size):
+        images = torch.stack([dataset[i]["image"] for i in range(start, min(start + batch_size, len(dataset)))])
+        batches.append(_dihedral_views(vqgan, images.to(device), views))
+    return torch.cat(batches)  # outside inference mode: a normal tensor
+
+
+@torch.inference_mode()
+def _dihedral_views(vqgan, images: torch.Tensor, views: int) -> torch.Tensor:
+    """(B, 3, S, S) images -> (B, views, h*w) argmax codes of their first `views` dihedral views, on the CPU."""
+    return torch.stack([vqgan.encode(dihedral(images, view)) for view in range(views)], dim=1).cpu()
