@@ -160,7 +160,10 @@ def train(
                                  "rudolph-ft, configs/demo.yaml in the checkout)"),
     resume: str = typer.Option(None, "--resume", help="continue the run in this directory from its last checkpoint"),
 ) -> None:
-    """Fine-tune RuDOLPH. Extra arguments `section.key=value` override the config (e.g. train.epochs=3)."""
+    """Fine-tune RuDOLPH. Extra arguments `section.key=value` override the config (e.g. train.epochs=3).
+
+    Every key, with its type, default and help: `rudolph-ft config show`.
+    """
     import sys
 
     from .train.config import ConfigError
@@ -178,6 +181,29 @@ def train(
         raise typer.Exit(2) from None
     if summary.get("stopped"):
         sys.exit(130)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def plan(
+    ctx: typer.Context,
+    config: str = typer.Argument(None, help="run config YAML (default: the demo config, as for train)"),
+) -> None:
+    """Memory plan of a run before it starts: parameters (trainable / frozen), bytes of weights, gradients, optimizer
+    states and activations, and the peak per GPU for 1, 2, 4, 8 GPUs with DDP and FSDP. Nothing is allocated or
+    downloaded (the model is built on the meta device). Extra arguments `section.key=value` override the config."""
+    from .train.config import ConfigError, read_train_config
+    from .train.plan import format_plan, memory_plan
+
+    if config is not None and "=" in config:  # the first override, not a file
+        ctx.args.insert(0, config)
+        config = None
+    try:  # (the data are not read: read_train_config, not load_train_config, which draws the demo set if missing)
+        run_config = read_train_config(config if config is not None else _demo_config(), list(ctx.args))
+        report = format_plan(memory_plan(run_config))
+    except (ConfigError, FileNotFoundError, ValueError, KeyError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(report)
 
 
 @app.command("eval")
@@ -224,6 +250,41 @@ def _demo_config() -> str:
     from .train.config import DEMO_CONFIG
 
     return str(DEMO_CONFIG)
+
+
+# ---- config commands (rudolph_ft/train/config.py) ------------------------------------------------------------
+config_app = typer.Typer(help="The keys of a run config and the values a run would use.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def config_show(
+    ctx: typer.Context,
+    config: str = typer.Argument(None, help="run config YAML (default: the demo config `rudolph-ft train` runs)"),
+) -> None:
+    """Every key (type, default, help), then the config CONFIG + `section.key=value` overrides resolve to.
+
+    Checked as `rudolph-ft train` checks it (exit status 2 with one line naming the key), touching nothing: no run
+    folder, no data drawn.
+    """
+    import yaml
+
+    from .train.config import ConfigError, format_keys, read_train_config
+
+    overrides = list(ctx.args)
+    if config is not None and "=" in config:  # the first override, not a file
+        overrides.insert(0, config)
+        config = None
+    config = config if config is not None else _demo_config()
+    try:
+        resolved = read_train_config(config, overrides)
+    except ConfigError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(format_keys())
+    typer.echo(f"\n# resolved: {config}" + "".join(f" {item}" for item in overrides))
+    text = yaml.safe_dump(resolved.to_dict(), allow_unicode=True, sort_keys=False, default_flow_style=None)
+    typer.echo(text, nl=False)
 
 
 # ---- inference commands (rudolph_ft/pipelines, rudolph_ft/app.py) ---------------------------------------------
