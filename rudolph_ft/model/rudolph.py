@@ -14,11 +14,16 @@ unchanged. The computation is the reference's, reorganised for speed:
   on one sequence `[left text | row 1's image and right text | row 2's ...]` whose rows attend to the one left
   text, so the matrix products see `P + B * R` positions instead of `B * (P + R)`;
 - incremental decoding keeps keys/values in a preallocated `KVCache`.
+
+Every parameterised layer runs through its module's `forward`, so a wrapper put in its place (a LoRA adapter, 4-bit
+weights: `rudolph_ft.lora`) changes the result; the output layer's per-head fast path (`_split_heads`) is taken only
+while that layer is a plain `nn.Linear`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,10 +35,21 @@ from torch.utils.checkpoint import checkpoint
 from ..config import RuDolphConfig
 from .masks import build_masks, layer_mask_kind
 
-__all__ = ["RuDolph", "RuDolphOutput", "KVCache", "LOSS_SLICINGS"]
+__all__ = ["RuDolph", "RuDolphOutput", "KVCache", "LOSS_SLICINGS", "register_head_rows_forward"]
 
 LOSS_SLICINGS = ("rc10", "rc4")
 Head = Literal["joint", "text", "image"]
+HeadRowsForward = Callable[[nn.Module, torch.Tensor, slice], torch.Tensor]
+_HEAD_ROWS_FORWARDS: list[tuple[type, HeadRowsForward]] = []
+
+
+def register_head_rows_forward(kind: type, forward: HeadRowsForward) -> None:
+    """Teach the model to compute one head's rows of an output layer of type `kind` (not a plain `nn.Linear`).
+
+    `forward(layer, hidden, rows)` must equal `layer(hidden)[..., rows]`; without one, such a layer computes all its
+    rows and the unused ones are dropped (correct, but the image positions then pay for the text rows too).
+    """
+    _HEAD_ROWS_FORWARDS.append((kind, forward))
 
 
 @dataclass
@@ -476,13 +492,28 @@ class RuDolph(nn.Module):
         weights, biases = linear.weight.split(sizes), linear.bias.split(sizes)
         return {"text": (weights[0], biases[0]), "image": (weights[1], biases[1])}
 
+    def _head_forward(self) -> Callable[[torch.Tensor, str], torch.Tensor]:
+        """`(hidden, "text" | "image") -> that head's logits`. A plain `nn.Linear` is split once (`_split_heads`);
+        any other output layer (a LoRA wrapper, 4-bit weights) runs through its forward, since reading its weights
+        directly would silently skip what the wrapper adds."""
+        linear = self.to_logits[1]
+        if type(linear) is nn.Linear:
+            heads = self._split_heads()
+            return lambda hidden, head: F.linear(hidden, *heads[head])
+        text = self.config.text_vocab_size
+        rows = {"text": slice(0, text), "image": slice(text, self.config.total_vocab_size)}
+        for kind, forward in _HEAD_ROWS_FORWARDS:
+            if isinstance(linear, kind):
+                return lambda hidden, head: forward(linear, hidden, rows[head])
+        return lambda hidden, head: linear(hidden)[..., rows[head]]
+
     def _logits(self, hidden: torch.Tensor, head: Head) -> torch.Tensor:
         linear = self.to_logits[1]
         if head == "joint":
             return linear(hidden)
         if head not in ("text", "image"):
             raise ValueError(f"head must be 'joint', 'text' or 'image', got {head!r}")
-        return F.linear(hidden, *self._split_heads()[head])
+        return self._head_forward()(hidden, head)
 
     def _segment_losses(self, output, hidden, input_ids, loss_weights, loss_slicing) -> None:
         """The reference's three losses; each segment's logits are computed only where they are scored."""
@@ -513,8 +544,8 @@ class RuDolph(nn.Module):
             right_labels = r_text[:, 1:1 + n_right]
             text_hidden = torch.cat([text_hidden, hidden[:, image_end:image_end + n_right]], dim=1)
             text_labels = torch.cat([left_labels, right_labels.masked_fill(right_labels == 0, -100)], dim=1)
-        heads = self._split_heads()
-        token_losses = F.cross_entropy(F.linear(text_hidden, *heads["text"]).float().flatten(0, 1),
+        head_logits = self._head_forward()
+        token_losses = F.cross_entropy(head_logits(text_hidden, "text").float().flatten(0, 1),
                                        text_labels.flatten(), reduction="none").view_as(text_labels)
         output.l_text_loss = token_losses[:, :n_left].mean()
         if use_r_text:  # mean over the non-pad tokens of the batch, as cross_entropy(ignore_index=0) takes it
@@ -524,7 +555,7 @@ class RuDolph(nn.Module):
             image_labels = image_ids[:, 1:]
             if loss_slicing == "rc4":  # rc4 scores the last image position against the first right-text token
                 image_labels = torch.cat([image_labels, r_text[:, :1]], dim=1)
-            image_logits = F.linear(hidden[:, l_len: l_len + image_labels.shape[1]], *heads["image"])
+            image_logits = head_logits(hidden[:, l_len: l_len + image_labels.shape[1]], "image")
             output.image_loss = F.cross_entropy(image_logits.float().flatten(0, 1), image_labels.flatten())
         total, weight_sum = 0.0, 0.0
         for weight, loss in zip(loss_weights, (output.l_text_loss, output.image_loss, output.r_text_loss), strict=True):
