@@ -150,6 +150,22 @@ def smoke(
         typer.echo(line)
 
 
+@app.command()
+def merge(
+    model: str = typer.Argument(..., help="a LoRA run (its final model, else newest checkpoint) or adapter folder"),
+    out: str = typer.Option(..., "--out", help="the full model folder to write (must not exist, or be empty)"),
+) -> None:
+    """Fold a LoRA / QLoRA run's adapters into its base: a full model folder that every command loads."""
+    from .lora import merge_run
+
+    try:
+        path = merge_run(model, out, echo=typer.echo)
+    except (FileNotFoundError, FileExistsError, ValueError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"merged model: {path}")
+
+
 # ---- training commands (rudolph_ft/train) --------------------------------------------------------------------
 
 

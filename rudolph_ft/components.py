@@ -101,13 +101,24 @@ def _named_components(directory: Path) -> dict[str, str]:
 
 
 def save_components(components: Components, directory: str | os.PathLike, *, tokenizer_name: str | None = None,
-                    vqgan_name: str | None = None) -> Path:
-    """Write a model directory: the model, plus the tokenizer / VQGAN (copied, or named when official)."""
+                    vqgan_name: str | None = None, adapter_base: dict | None = None) -> Path:
+    """Write a model directory: the model, plus the tokenizer / VQGAN (copied, or named when official).
+
+    A model carrying LoRA adapters is written as its adapter alone (`rudolph_ft.lora.save_adapter`), naming
+    `adapter_base` (`rudolph_ft.lora.base_reference` of the model the adapters were applied to).
+    """
     from .io import atomic_write
     from .model import save_model
     from .model.vqgan import save_vqgan
 
-    directory = save_model(components.model, directory)
+    if getattr(components.model, "peft_config", None):
+        from .lora import save_adapter
+
+        if adapter_base is None:
+            raise ValueError("the model carries LoRA adapters: give adapter_base (rudolph_ft.lora.base_reference)")
+        directory = save_adapter(components.model, directory, adapter_base)
+    else:
+        directory = save_model(components.model, directory)
     names = {}
     if tokenizer_name:
         names["tokenizer"] = tokenizer_name

@@ -78,17 +78,18 @@ def local_path(path_or_name: str | os.PathLike) -> Path | None:
 
 
 def resolve_model_dir(path: str | os.PathLike, *, echo: Callable[[str], None] | None = None) -> Path:
-    """A model directory (holding `config.json`): `path` itself, or a training run's `final/` model, else (an
-    unfinished run) its newest complete `checkpoints/step-N/`, which `echo`, when given, is told about."""
+    """A model directory (holding `config.json`, or `base.json`: a LoRA adapter folder): `path` itself, or a training
+    run's `final/` model, else (an unfinished run) its newest complete `checkpoints/step-N/`, which `echo`, when
+    given, is told about."""
     path = Path(path).expanduser()
-    if (path / "config.json").is_file():
+    if _is_model_dir(path):
         return path
-    if (path / "final" / "config.json").is_file():
+    if _is_model_dir(path / "final"):
         return path / "final"
     # only step-N itself: a save in progress (or killed) lives in step-N.tmp-* until it is complete, and an old
     # checkpoint is renamed to step-N.del-* before it is deleted (train/checkpoint.py)
     checkpoints = [p for p in path.glob("checkpoints/step-*")
-                   if re.fullmatch(r"step-\d+", p.name) and (p / "config.json").is_file()]
+                   if re.fullmatch(r"step-\d+", p.name) and _is_model_dir(p)]
     if checkpoints:
         newest = max(checkpoints, key=lambda p: int(p.name.removeprefix("step-")))
         if echo is not None:
@@ -96,3 +97,8 @@ def resolve_model_dir(path: str | os.PathLike, *, echo: Callable[[str], None] | 
         return newest
     raise FileNotFoundError(f"{path}: not a model directory (no config.json) nor a training run with a final model "
                             "or checkpoints")
+
+
+def _is_model_dir(path: Path) -> bool:
+    """A saved model (`config.json`) or a LoRA adapter (`base.json`, naming its base model)."""
+    return (path / "config.json").is_file() or (path / "base.json").is_file()

@@ -38,6 +38,7 @@ from torch import nn
 from .config import MODEL_PRESETS
 from .io import atomic_write
 from .model.rudolph import RuDolph, register_head_rows_forward
+from .train.optim import _import_bitsandbytes
 
 __all__ = [
     "LORA_ROLES",
@@ -51,6 +52,7 @@ __all__ = [
     "merge_adapter",
     "is_adapter_folder",
     "lora_summary",
+    "merge_run",
 ]
 
 #: role -> module names inside each transformer layer (or from the model's root, for the output head)
@@ -210,6 +212,7 @@ def _lora_head_rows(layer: nn.Module, hidden: torch.Tensor, rows: slice) -> torc
 
 
 def _register_head_rows() -> None:
+    _import_bitsandbytes()  # quietly, before peft imports it with its notices about optional CPU kernels
     try:
         from peft.tuners.lora import LoraLayer
     except ImportError as error:
@@ -423,3 +426,24 @@ def lora_summary(model: nn.Module) -> str:
     total = sum(p.numel() for p in model.parameters())
     return (f"LoRA: {adapters:,} adapter parameters, {trainable - adapters:,} other trainable, {total:,} in all "
             f"({100 * trainable / max(total, 1):.2f}% trainable)")
+
+
+def merge_run(model: str | os.PathLike, out: str | os.PathLike, *, echo=print) -> Path:
+    """`rudolph-ft merge`: the LoRA model at `model` (a run folder, checkpoint or adapter folder) folded into a full
+    model folder at `out` (safetensors + config + its tokenizer and VQGAN) that loads like any other."""
+    from .components import _named_components, load_components, save_components
+    from .hub import resolve_model_dir
+
+    folder = resolve_model_dir(model, echo=echo)
+    if not is_adapter_folder(folder):
+        raise ValueError(f"{folder} holds a full model, not a LoRA adapter: nothing to merge")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty: choose another --out")
+    components = load_components(folder)
+    names = _named_components(folder)  # official tokenizer / VQGAN stay named, copies stay copies
+    merged = merge_adapter(components.model)
+    save_components(type(components)(merged, components.tokenizer, components.vqgan), out,
+                    tokenizer_name=names.get("tokenizer") if names.get("tokenizer") == "rudalle" else None,
+                    vqgan_name=names.get("vqgan") if names.get("vqgan") == "sber-gumbel-f8" else None)
+    return out

@@ -118,9 +118,13 @@ def test_nonzero_adapter_on_each_role_changes_every_output(role):
 def test_freeze_roles_cover_adapted_models():
     model = apply_lora(base_model(), LoraSettings(targets=ALL_ROLES))
     roles = parameter_roles(model)
-    assert roles["to_logits.1.lora_B.default.weight"] == roles["to_logits.1.base_layer.weight"] == "output_head"
-    assert roles["transformer.layers.3.mlp.dense_4h_to_h.lora_A.default.weight"] == "mlp"
-    assert "attention" in freeze_table(model)
+    assert roles["to_logits.1.base_layer.weight"] == "output_head"  # the base weights keep their roles
+    assert roles["transformer.layers.3.mlp.dense_4h_to_h.base_layer.weight"] == "mlp"
+    # the adapters are their own group (trained in any case)
+    assert roles["to_logits.1.lora_B.default.weight"] == roles[
+        "transformer.layers.3.mlp.dense_4h_to_h.lora_A.default.weight"] == "adapters"
+    table = freeze_table(model)
+    assert "attention" in table and "adapters" in table
 
 
 def test_only_adapters_and_caller_unfrozen_parameters_get_gradients():

@@ -176,6 +176,14 @@ def load_model(
         preset = preset or name
     elif not path.exists():
         raise FileNotFoundError(f"{name!r} is neither a preset ({', '.join(MODEL_PRESETS)}) nor an existing path")
+    elif path.is_dir() and not (path / "pytorch_model.bin").is_file():
+        folder = resolve_model_dir(path)
+        if (folder / "base.json").is_file():  # a LoRA run: its base (checked), the adapter applied (needs peft)
+            from ..lora import load_adapter_model
+            if overrides:
+                raise ValueError(f"{folder} is a LoRA adapter: its base's architecture cannot take overrides "
+                                 f"({', '.join(overrides)})")
+            return _finish(load_adapter_model(folder, cache_dir=cache_dir, offline=offline), device, dtype)
     config, weights_path = _find_config_and_weights(path, preset)
     if overrides:
         config = config.replace(**overrides)

@@ -35,7 +35,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from .freeze import ROLES, FreezeConfig
+from .freeze import ADAPTERS, ROLES, FreezeConfig
 
 __all__ = ["DEMO_CONFIG", "TrainConfig", "ConfigError", "load_train_config", "read_train_config", "apply_overrides",
            "resolve_data_path", "describe_keys", "format_keys", "ModelSection", "TokenizerSection", "VQGANSection",
@@ -149,9 +149,10 @@ class OptimSection(_Section):
 
     @model_validator(mode="after")
     def _known_roles(self) -> OptimSection:
-        unknown = sorted(set(self.group_lr) - set(ROLES))
+        roles = (*ROLES, ADAPTERS)
+        unknown = sorted(set(self.group_lr) - set(roles))
         if unknown:
-            raise ValueError(f"optim.group_lr: unknown role(s) {', '.join(unknown)}; roles are {', '.join(ROLES)}")
+            raise ValueError(f"optim.group_lr: unknown role(s) {', '.join(unknown)}; roles are {', '.join(roles)}")
         return self
 
 
@@ -196,6 +197,23 @@ class EvalSection(_Section):
     captions_per_image: Whole = _key(4, "captions sampled per photo by the final evaluation", ge=1)
 
 
+class FinetuneSection(_Section):
+    method: Literal["full", "lora", "qlora"] = _key(
+        "full", "full: the freeze section's roles train; lora: low-rank adapters (lora section) train beside them; "
+        "qlora: the same on a base quantized to 4-bit NF4")
+
+
+class LoraSection(_Section):
+    r: Whole = _key(8, "adapter rank", ge=1)
+    alpha: Number = _key(16.0, "adapter scale numerator: the update is alpha / r * B A", gt=0)
+    dropout: UnitNumber = _key(0.05, "dropout on the adapters' input")
+    targets: list[StrictStr] = _key(lambda: ["attention", "mlp"], "roles (attention, mlp, output_head) or module "
+                                    "names / globs (e.g. transformer.layers.2?.mlp.*) that get adapters",
+                                    expect="a list of roles or module names", min_length=1)
+    quantize: Literal["targets", "all"] = _key(
+        "targets", "qlora: quantize the adapted linears, or all linears of the transformer layers (least memory)")
+
+
 class CheckpointSection(_Section):
     every: Whole = _key(500, "save a checkpoint every N steps", note=" (0: only at the end)", ge=0)
     keep: Whole = _key(3, "newest checkpoints kept (older ones are deleted)", ge=1)
@@ -223,6 +241,8 @@ class TrainConfig(BaseModel):
     logging: LoggingSection = _key(LoggingSection, "metrics and progress")
     eval: EvalSection = _key(EvalSection, "evaluation during and after training")
     checkpoint: CheckpointSection = _key(CheckpointSection, "checkpoints")
+    finetune: FinetuneSection = _key(FinetuneSection, "full fine-tuning or adapters")
+    lora: LoraSection = _key(LoraSection, "the adapters of finetune.method lora / qlora")
 
     @model_validator(mode="before")
     @classmethod

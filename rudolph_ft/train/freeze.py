@@ -21,9 +21,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 from torch import nn
 
-__all__ = ["ROLES", "DEFAULT_TRAINED_ROLES", "FreezeConfig", "parameter_roles", "apply_freeze", "freeze_table"]
+__all__ = ["ROLES", "ADAPTERS", "DEFAULT_TRAINED_ROLES", "FreezeConfig", "parameter_roles", "apply_freeze",
+           "freeze_table"]
 
 ROLES = ("token_embeddings", "position_embeddings", "layer_norms", "attention", "mlp", "output_head")
+ADAPTERS = "adapters"  # LoRA / QLoRA adapter weights (finetune.method lora | qlora): their own group, always trained
 DEFAULT_TRAINED_ROLES = ("token_embeddings", "position_embeddings", "layer_norms", "output_head")
 _TOKEN_EMBEDDINGS = {"text_embeddings", "image_embeddings"}
 
@@ -70,6 +72,8 @@ def parameter_roles(model: nn.Module) -> OrderedDict[str, str]:
 
 
 def _role_of(module_name: str, module: nn.Module, name: str) -> str:
+    if ".lora_" in f".{name}":
+        return ADAPTERS
     if isinstance(module, nn.LayerNorm):
         return "layer_norms"
     if isinstance(module, nn.Embedding):
@@ -109,15 +113,17 @@ def apply_freeze(model: nn.Module, config: FreezeConfig) -> OrderedDict[str, str
             trainable = _article_trainable(name)
         else:
             trainable = roles[name] in config.train
-        trainable = (trainable or _matches(name, config.unfreeze)) and not _matches(name, config.freeze)
-        param.requires_grad_(trainable)
+        trainable = (trainable or roles[name] == ADAPTERS or _matches(name, config.unfreeze)) \
+            and not _matches(name, config.freeze)
+        # a 4-bit quantized base weight (QLoRA) is frozen whatever its role: only its adapter trains
+        param.requires_grad_(trainable and param.is_floating_point())
     return roles
 
 
 def freeze_table(model: nn.Module, roles: dict[str, str] | None = None) -> str:
     """A table of trainable / frozen parameter counts per role, and the total."""
     roles = roles or parameter_roles(model)
-    counts = {role: [0, 0] for role in ROLES}
+    counts = {role: [0, 0] for role in (*ROLES, *([ADAPTERS] if ADAPTERS in roles.values() else []))}
     for name, param in model.named_parameters():
         counts[roles[name]][0 if param.requires_grad else 1] += param.numel()
     lines = [f"{'group':<20} {'trainable':>14} {'frozen':>14}"]

@@ -152,6 +152,7 @@ class Trainer:
         model = self.prepared.components.model
         if cfg.train.gradient_checkpointing:
             model.gradient_checkpointing_enable()
+        model = self._adapted(model, checkpoint)
         roles = apply_freeze(model, cfg.freeze)
         self.echo(freeze_table(model, roles))
         self._echo_memory_plan(model)
@@ -216,6 +217,40 @@ class Trainer:
                             samples_s=f"{metrics['samples_per_s']:.1f}")
             self._after_step(metrics)
         bar.close()
+
+    def _adapted(self, model, checkpoint: Path | None):
+        """finetune.method lora / qlora: the model with its adapters (fresh ones, or the resumed checkpoint's)."""
+        cfg = self.config
+        adapted = bool(getattr(model, "peft_config", None))
+        self.adapter_base = None
+        if cfg.finetune.method == "full":
+            if adapted:
+                raise ValueError(f"{checkpoint or cfg.model.name} holds LoRA adapters but finetune.method=full: resume "
+                                 "it with its finetune.method, or merge it first (`rudolph-ft merge RUN --out DIR`)")
+            return model
+        from ..lora import BASE_NAME, LoraSettings, apply_lora, base_reference
+
+        if self.fsdp:
+            raise ValueError(f"finetune.method={cfg.finetune.method} trains with train.strategy=ddp: FSDP does not "
+                             "shard adapters yet")
+        if adapted:
+            if checkpoint is None:
+                raise ValueError(f"model.name={cfg.model.name} is a LoRA run: merge it into a full model first "
+                                 "(`rudolph-ft merge RUN --out DIR`) and train adapters on that")
+            self.adapter_base = json.loads((checkpoint / BASE_NAME).read_text(encoding="utf-8"))["base"]
+            return model  # the checkpoint's adapters (and the base parameters trained with them), loaded by prepare
+        if checkpoint is not None:
+            raise ValueError(f"{checkpoint} holds a full model, not adapters: resume it with finetune.method=full")
+        if not cfg.model.pretrained:
+            raise ValueError(f"finetune.method={cfg.finetune.method} adapts a trained model: set model.pretrained=true "
+                             "(a preset's published weights) or model.name to a trained model folder")
+        self.adapter_base = base_reference(cfg.model.name)  # what the adapter belongs to (a folder: with its sha256)
+        if cfg.finetune.method == "qlora" and self.accelerator.device.type == "cuda":
+            model.to(self.accelerator.device)  # bitsandbytes quantizes where the weights are
+        lora = cfg.lora
+        return apply_lora(model, LoraSettings(method=cfg.finetune.method, r=lora.r, alpha=lora.alpha,
+                                              dropout=lora.dropout, targets=list(lora.targets),
+                                              quantize=lora.quantize))
 
     def _echo_memory_plan(self, model) -> None:
         """The memory plan's peak per device for this run (`rudolph-ft plan` prints the whole table)."""
@@ -398,7 +433,7 @@ class Trainer:
             else None
 
     def _write_model(self, directory: Path, components: Components) -> None:
-        save_components(components, directory, **self.prepared.component_names)
+        save_components(components, directory, **self.prepared.component_names, adapter_base=self.adapter_base)
         self.config.save(directory / RUN_CONFIG)
 
     def _write_run_config(self) -> None:

@@ -70,7 +70,8 @@ def prepare_run(config: TrainConfig, run_dir: Path, checkpoint: Path | None, *, 
     model, vqgan, random_vqgan = _load_models(config, checkpoint)
     from ..tokenizer import load_tokenizer
 
-    tokenizer = load_tokenizer(config.tokenizer.name if config.tokenizer.name is not None else run_dir / TOKENIZER_NAME)
+    named = _tokenizer_name(config)
+    tokenizer = load_tokenizer(named if named is not None else run_dir / TOKENIZER_NAME)
     _check_vocabularies(model.config, tokenizer, vqgan)
     return Prepared(Components(model, tokenizer, vqgan), shared.train, shared.val,
                     _component_names(config, random_vqgan), shared.report)
@@ -190,6 +191,11 @@ def _tokenizer(config: TrainConfig, run_dir: Path, captions: list[str], echo):
     learned = run_dir / TOKENIZER_NAME
     if config.tokenizer.name is not None:
         return load_tokenizer(config.tokenizer.name)
+    named = _tokenizer_name(config)
+    if named is not None:
+        echo(f"tokenizer: {named}, the one model.name={config.model.name} was trained with (tokenizer.name: null "
+             "learns one only for a model trained from scratch: new ids would mean other words to a trained model)")
+        return load_tokenizer(named)
     if learned.is_file():  # resumed run: the vocabulary learned at its start, if this config would learn the same
         check_learned_tokenizer(config, run_dir, captions, echo)
         return load_tokenizer(learned)
@@ -200,6 +206,20 @@ def _tokenizer(config: TrainConfig, run_dir: Path, captions: list[str], echo):
     tokenizer.save(learned)
     echo(f"tokenizer: learned {tokenizer.vocab_size} BPE ids from {len(captions)} training captions -> {learned}")
     return tokenizer
+
+
+def _tokenizer_name(config: TrainConfig) -> str | None:
+    """tokenizer.name, else (null: learn one) the tokenizer of the trained model folder model.name names, if any."""
+    if config.tokenizer.name is not None or not Path(config.model.name).expanduser().is_dir():
+        return config.tokenizer.name
+    from ..components import _named_components
+    from ..hub import resolve_model_dir
+
+    try:
+        folder = resolve_model_dir(config.model.name)
+    except FileNotFoundError:  # an official checkpoint's folder (pytorch_model.bin): the official tokenizer
+        return None
+    return _named_components(folder).get("tokenizer")
 
 
 def _bpe_settings(config: TrainConfig, captions: list[str]) -> dict:
