@@ -17,7 +17,11 @@ from test_train import ROOT, losses, small_data, tiny_config  # noqa: F401  (sma
 from rudolph_ft.train.checkpoint import latest_checkpoint
 from rudolph_ft.train.loop import Trainer
 
-NO_DROPOUT_FREE = ["data.val_fraction=0", "tokenizer.bpe_dropout=0.1", "optim.name=adamw", "checkpoint.keep=5"]
+WITH_DROPOUT = ["data.val_fraction=0", "tokenizer.bpe_dropout=0.1", "optim.name=adamw", "checkpoint.keep=5"]
+# no randomness in the step (dropout, BPE dropout): runs that batch the same data differently take the same steps
+NO_DROPOUT = ["data.val_fraction=0", "tokenizer.bpe_dropout=0", "optim.name=adamw",
+              "model.overrides={num_layers: 2, hidden_size: 32, num_attention_heads: 2, attention_dropout_prob: 0,"
+              " output_dropout_prob: 0}"]
 
 
 def torchrun(config_path: Path, *args: str, processes: int = 2) -> subprocess.Popen:
@@ -79,7 +83,7 @@ def metric_rows(run_dir: Path) -> list[dict]:
 def test_two_process_run_interrupted_and_resumed_equals_the_uninterrupted_run(small_data, tmp_path, strategy):  # noqa: F811
     """Per process: the same random streams (dropout, BPE dropout) continue, so losses, weights and each process's
     saved streams equal those of the run that was never stopped, bitwise."""
-    extra = [*NO_DROPOUT_FREE, "train.epochs=2", "train.batch_size=4", "checkpoint.every=1",
+    extra = [*WITH_DROPOUT, "train.epochs=2", "train.batch_size=4", "checkpoint.every=1",
              f"train.strategy={strategy}"]
     paths = {}
     for name in ("whole", "stopped"):
@@ -105,25 +109,28 @@ def test_two_process_run_interrupted_and_resumed_equals_the_uninterrupted_run(sm
         assert len(shards) == 2
 
 
-def test_fsdp_two_processes_match_one_process_with_the_same_global_batch(small_data, tmp_path):  # noqa: F811
-    """2-process FSDP (each layer sharded) vs 1 process, global batch 8 both: the same per-step losses (1e-5),
-    and the consolidated final model loads like any model folder."""
+@pytest.mark.parametrize("launch", ["torchrun-ddp", "accelerate-fsdp"])
+def test_two_processes_match_one_process_with_the_same_global_batch(small_data, tmp_path, launch):  # noqa: F811
+    """2 gloo processes at batch 4 (DDP through torchrun; FSDP, each layer sharded, as the README launches it:
+    accelerate's FSDP config, no train.strategy in the run config) vs 1 process at batch 8: the same objective, so
+    the same per-step losses (1e-5) and final weights; the consolidated final model loads like any model folder."""
     from rudolph_ft.model import load_model
 
-    common = ["data.val_fraction=0", "train.epochs=1", "tokenizer.bpe_dropout=0",
-              "model.overrides={num_layers: 2, hidden_size: 32, num_attention_heads: 2, attention_dropout_prob: 0,"
-              " output_dropout_prob: 0}", "optim.name=adamw", "checkpoint.every=0"]
+    common = [*NO_DROPOUT, "train.epochs=1", "checkpoint.every=0"]
     Trainer(tiny_config(small_data, tmp_path / "one", *common, "train.batch_size=8"), echo=lambda m: None).run()
     config = tiny_config(small_data, tmp_path / "two", *common, "train.batch_size=4")
     config.save(tmp_path / "two.yaml")
-    # FSDP as the README launches it: accelerate's FSDP config (no train.strategy in the run config)
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-               str(ROOT / "configs/accelerate/fsdp.yaml"), "--num_processes", "2", "-m", "rudolph_ft", "train",
-               str(tmp_path / "two.yaml")]
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                          timeout=1800)  # a hang guard only
-    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    assert len(list((tmp_path / "two/checkpoints/step-5/optimizer").glob("*.distcp"))) == 2  # sharded, 2 processes
+    if launch == "torchrun-ddp":
+        run_to_end(tmp_path / "two.yaml")
+    else:
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                   str(ROOT / "configs/accelerate/fsdp.yaml"), "--num_processes", "2", "-m", "rudolph_ft", "train",
+                   str(tmp_path / "two.yaml")]
+        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                              timeout=1800)  # a hang guard only
+        assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+        shards = list((tmp_path / "two/checkpoints/step-5/optimizer").glob("*.distcp"))
+        assert len(shards) == 2  # the optimizer state sharded over the 2 processes
     one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert [s for s, _ in one] == [s for s, _ in two] == [1, 2, 3, 4, 5]
     for (_, a), (_, b) in zip(one, two, strict=True):
@@ -209,9 +216,7 @@ def shutil_rm_after(run_dir: Path, step: int) -> None:
 def test_grad_accum_steps_and_gradient_checkpointing_keep_the_step(small_data, tmp_path):  # noqa: F811
     """train.grad_accum_steps=2 at batch 4 is the step of batch 8; train.gradient_checkpointing=true recomputes the
     layers in the backward pass (same dropout masks) and gives the same losses."""
-    common = ["data.val_fraction=0", "train.epochs=1", "optim.name=adamw", "checkpoint.every=0",
-              "model.overrides={num_layers: 2, hidden_size: 32, num_attention_heads: 2, attention_dropout_prob: 0,"
-              " output_dropout_prob: 0}"]
+    common = [*NO_DROPOUT, "train.epochs=1", "checkpoint.every=0"]
     runs = {}
     for name, extra in {"batch8": ["train.batch_size=8"],
                         "accum": ["train.batch_size=4", "train.grad_accum_steps=2"],
