@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from rudolph_ft.cli import app
 from rudolph_ft.model.rudolph import RuDolph
-from rudolph_ft.train.config import load_train_config
+from rudolph_ft.train.config import ConfigError, load_train_config
 from rudolph_ft.train.freeze import ROLES, apply_freeze
 from rudolph_ft.train.plan import format_plan, memory_plan, model_config, optimizer_state_bytes, peak_line
 
@@ -53,11 +53,24 @@ def test_meta_device_counts_equal_a_real_model(overrides):
     assert plan.weight_bytes == 4 * model.num_parameters() and plan.gradient_bytes == 4 * trainable
 
 
+def _model(cfg) -> RuDolph:
+    """The model `cfg` trains, built as the trainer does: adapters (finetune.method lora / qlora), then the freeze."""
+    model = RuDolph(model_config(cfg)).train()
+    if cfg.finetune.method != "full":
+        from rudolph_ft.lora import LoraSettings, apply_lora
+
+        lora = cfg.lora
+        model = apply_lora(model, LoraSettings(method=cfg.finetune.method, r=lora.r, alpha=lora.alpha,
+                                               dropout=lora.dropout, targets=list(lora.targets),
+                                               quantize=lora.quantize))
+    apply_freeze(model, cfg.freeze)
+    return model
+
+
 def _saved_bytes(cfg) -> int:
     """Bytes of the distinct storages autograd saves in a training forward with the loss (weights excluded)."""
     arch = model_config(cfg)
-    model = RuDolph(arch).train()
-    apply_freeze(model, cfg.freeze)
+    model = _model(cfg)
     weights = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
     storages: dict[int, int] = {}
 
@@ -183,3 +196,94 @@ def test_shipped_fsdp_config_states_its_planned_peaks():
     comment = next(line for line in path.read_text(encoding="utf-8").splitlines() if "strategy: fsdp" in line)
     for gpus in (2, 4, 8):
         assert f"{plan.peak(gpus, 'fsdp') / 2**30:.2f}" in comment
+
+
+# LoRA / QLoRA ----------------------------------------------------------------------------------------------------
+LORA = ["finetune.method=lora", "freeze.train=[]"]
+QLORA = ["finetune.method=qlora", "freeze.train=[]"]
+
+
+def _weight_storage_bytes(model) -> int:
+    """Bytes of the parameters' storages, with the quantization state of NF4 weights (absmax, codes, offset)."""
+    storages = {}
+    for param in model.parameters():
+        storages[param.untyped_storage().data_ptr()] = param.untyped_storage().nbytes()
+        state = getattr(param, "quant_state", None)
+        if state is not None:
+            for tensor in (state.absmax, state.code, state.offset, state.state2.absmax, state.state2.code):
+                storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("overrides", [[*LORA, "lora.targets=[mlp, output_head]"], QLORA,
+                                       ["finetune.method=qlora", "freeze.train=[layer_norms]",
+                                        "lora.quantize=all", "lora.targets=[attention]", "lora.r=4"]])
+def test_lora_counts_and_weight_bytes_equal_a_real_model(overrides):
+    """Adapters r x (in + out) per target, trainable beside the freeze roles; fp32 and NF4 bytes to the byte."""
+    cfg = config(SMALL, *overrides)
+    plan = memory_plan(cfg, device="cpu")
+    model = _model(cfg)
+    trainable = [p.numel() for p in model.parameters() if p.requires_grad]
+    adapters = sum(p.numel() for name, p in model.named_parameters() if ".lora_" in name)
+    assert (plan.trainable_params, plan.adapter_params) == (sum(trainable), adapters)
+    assert plan.weight_bytes == _weight_storage_bytes(model)
+    assert plan.gradient_bytes == 4 * sum(trainable)
+    assert plan.optimizer_bytes == optimizer_state_bytes(cfg.optim.name, trainable)
+    plain = RuDolph(model_config(cfg)).num_parameters()
+    assert plan.total_params == plain + adapters
+    nf4 = {id(p): p.quant_state.shape.numel() for p in model.parameters() if getattr(p, "quant_state", None)}
+    assert plan.quantized_params == sum(nf4.values()) and (cfg.finetune.method == "qlora") == bool(nf4)
+
+
+@pytest.mark.parametrize(("batch", "overrides", "precision", "attention_dropout"), [
+    (1, LORA, "no", 0.1), (2, ["finetune.method=lora"], "no", 0.1), (2, [*LORA, "lora.dropout=0"], "bf16", 0.0),
+    (2, [*QLORA, "lora.targets=[attention, mlp, output_head]"], "no", 0.1),
+    (1, ["finetune.method=qlora", "freeze.train=[layer_norms]", "lora.quantize=all", "lora.targets=[mlp]"], "no",
+     0.1)])
+def test_lora_activation_bytes_equal_what_autograd_saves(batch, overrides, precision, attention_dropout):
+    """Within 1%, as for full fine-tuning: adapters save their dropout mask (the CPU's: fp32 noise), the dropped
+    input and A x; frozen (and NF4) base linears no input; nothing below the first adapter when nothing trains."""
+    cfg = config(SMALL[:-1] + f", attention_dropout_prob: {attention_dropout}}}", f"train.batch_size={batch}",
+                 f"train.precision={precision}", *overrides)
+    assert memory_plan(cfg, device="cpu").activation_bytes == pytest.approx(_saved_bytes(cfg), rel=0.01)
+
+
+def test_qlora_peak_matches_the_measured_peak_of_training_steps():
+    """QLoRA steps (benchmarks/bench_peft.py's worker: apply_lora, apply_freeze, build_optimizer, as the trainer)
+    vs the plan, within 10% as for full fine-tuning (in development LoRA and QLoRA agreed within 2%)."""
+    if not os.access("/proc/self/clear_refs", os.W_OK):
+        pytest.skip("needs Linux /proc/self/clear_refs to reset the peak RSS")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1",
+           "HF_HUB_OFFLINE": "1"}
+    common = [sys.executable, str(ROOT / "benchmarks" / "bench_peft.py"), "--worker", "--preset", "350M",
+              "--batch", "2", "--optimizer", "adamw", "--steps", "2", "--threads", "1",
+              "--override", "model.overrides={hidden_size: 192, num_attention_heads: 4, num_layers: 2, "
+              "vocab_size: 1064, image_vocab_size: 1024}"]
+    done = subprocess.run([*common, "--case", "qlora"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["estimated"] == pytest.approx(result["measured"], rel=0.10), result
+
+
+def test_lora_plan_report_and_errors():
+    plan = memory_plan(config(*QLORA, "train.precision=bf16", "train.gradient_checkpointing=true"))
+    text = format_plan(plan)
+    assert "qlora:" in text and "adapter parameters" in text and "weights (fp32 + NF4)" in text
+    assert "DDP" in text and "\nFSDP" not in text  # adapters train under DDP only
+    full = memory_plan(config("train.precision=bf16", "train.gradient_checkpointing=true"))
+    assert plan.weight_bytes < full.weight_bytes / 3 and plan.trainable_params < full.trainable_params / 10
+    with pytest.raises(ConfigError, match="lora.targets"):
+        memory_plan(config("finetune.method=lora", "lora.targets=[transformer.layers.99]"))
+
+
+def test_shipped_qlora_config_states_its_planned_peak():
+    """configs/borscht-2.7b-qlora.yaml: one GPU, bf16; the peaks in its comment (its batch and batch 1) are the
+    plan's, and within a 24 GiB consumer GPU."""
+    path = ROOT / "configs" / "borscht-2.7b-qlora.yaml"
+    cfg = load_train_config(path, echo=lambda message: None)
+    assert (cfg.finetune.method, cfg.train.precision, cfg.train.strategy) == ("qlora", "bf16", "ddp")
+    comment = next(line for line in path.read_text(encoding="utf-8").splitlines() if "batch_size:" in line)
+    plan = memory_plan(cfg)
+    one = memory_plan(load_train_config(path, ["train.batch_size=1"], echo=lambda message: None))
+    assert f"{plan.peak(1) / 2**30:.2f} GiB" in comment and f"batch 1: {one.peak(1) / 2**30:.2f}" in comment
+    assert one.peak(1) <= plan.peak(1) <= 24 * 2**30

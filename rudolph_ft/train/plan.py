@@ -18,14 +18,22 @@ it (`Trainer._optimizer_step`):
   ones; outside FSDP also of the weights: a frozen weight's copy is saved for the input's gradient, a trainable
   one's is cached by autocast for the whole step (FSDP gathers bf16 weights instead, counted as in flight).
 
+finetune.method lora / qlora (`rudolph_ft.lora`) adds r x (in + out) adapter parameters per targeted linear (counted
+exactly: `target_modules` on the meta model), trainable beside the freeze roles; the base is frozen, fp32 (lora)
+or, for the quantized linears (qlora), NF4: half a byte per weight plus bitsandbytes' double-quantized block scales
+(`_nf4_bytes`). Gradients and optimizer states exist only for trainable tensors. An adapter saves its dropout mask
+(CUDA: bool; the CPU's dropout: an fp32 noise tensor), its dropped input for A and A x for B; a frozen base linear
+saves no input (its backward needs only the weight: a bf16 copy under autocast, none for NF4, which is dequantized
+in the backward pass, a layer transient). The first layer's input norm saves nothing when nothing below it trains.
+
 The peak follows a step's timeline: the start of the backward pass (all activations, the loss's gradients, the
 output layer's gradient made in two parts and concatenated), each layer's backward (gradients of the layers above
 accumulated) and the optimizer step (every gradient plus the optimizer's temporaries). DDP adds its gradient
 buckets (a second copy of the gradients, for N > 1 processes); FSDP (`fully_shard` per transformer layer and on
 the root) divides weights, gradients and optimizer states by N and adds the gathered parameters of the root and of
 ~2 layers in flight (bf16 copies under bf16), the root's gradients and one layer's, unsharded. The estimate is
-checked against measured CPU peaks (`benchmarks/bench_memory.py`) and, exactly, against the bytes autograd saves
-(`tests/test_plan.py`).
+checked against measured CPU peaks (`benchmarks/bench_memory.py`; LoRA / QLoRA: `benchmarks/bench_peft.py`) and,
+exactly, against the bytes autograd saves (`tests/test_plan.py`).
 """
 
 from __future__ import annotations
@@ -48,6 +56,10 @@ GIB = 2**30
 _BNB_BLOCK, _BNB_MIN_8BIT = 256, 4096  # bitsandbytes' blockwise 8-bit states: block size, smallest 8-bit tensor
 _CPU_QUERY_CHUNK = 64  # SelfAttention.query_chunk: queries per block of the CPU dropout path
 _LINEARS = ("attention.query_key_value", "attention.dense", "mlp.dense_h_to_4h", "mlp.dense_4h_to_h")
+# bitsandbytes Linear4bit (Params4bit defaults): NF4 blocks of 64 weights, compress_statistics=True: each block's
+# absmax quantized to 8 bits in blocks of 256 (one fp32 scale each, and the 256-entry 8-bit code), plus an fp32
+# offset and the 16-entry NF4 code
+_NF4_BLOCK, _NF4_NESTED_BLOCK, _NF4_CODE = 64, 256, 16
 
 
 @dataclass(frozen=True)
@@ -100,6 +112,9 @@ class MemoryPlan:
     embedding_grad_bytes: int = 0  # written last
     root_params: int = 0  # parameters outside the layers (embeddings, head): FSDP's root group
     param_bytes_in_flight: int = 4  # bytes per gathered parameter under FSDP (2 under bf16 / fp16)
+    method: str = "full"  # finetune.method: full | lora | qlora
+    adapter_params: int = 0  # LoRA adapter elements (all trainable, part of trainable_params)
+    quantized_params: int = 0  # base weight elements stored in NF4 (qlora; part of frozen_params)
 
     @property
     def total_params(self) -> int:
@@ -202,7 +217,8 @@ def memory_plan(config: TrainConfig, *, device: Device | str = "cuda", arch: RuD
     """The memory plan of `config`'s training step at its `train.batch_size` per process.
 
     Args:
-        config: the run configuration (model, freeze, optimizer, batch size, precision, checkpointing).
+        config: the run configuration (model, freeze, finetune method and lora, optimizer, batch size, precision,
+            checkpointing).
         device: "cuda" (fused attention, foreach AdamW: what a GPU run does; any accelerator) or "cpu" (the CPU's
             attention path that keeps its dropout scores, per-tensor AdamW), for checking against CPU measurements.
         arch: the model's architecture when already known (a trainer's loaded model: `model.config`), else it is
@@ -224,10 +240,20 @@ def memory_plan(config: TrainConfig, *, device: Device | str = "cuda", arch: RuD
         apply_freeze(model, config.freeze)
     except ValueError as error:
         raise ConfigError(f"freeze: {error}") from None
-    params = dict(model.named_parameters())
-    trainable_sizes = [p.numel() for p in params.values() if p.requires_grad]
+    adapters = _adapters(model, config)
+    # name -> (elements, trainable); adapters under peft's names, base weights whatever their storage
+    entries = {name: (p.numel(), p.requires_grad and not (name.endswith(".weight")
+                                                          and name.removesuffix(".weight") in adapters.quantized))
+               for name, p in model.named_parameters()}
+    for module, (fan_in, fan_out) in adapters.modules.items():
+        entries[f"{module}.lora_A.default.weight"] = (adapters.r * fan_in, True)
+        entries[f"{module}.lora_B.default.weight"] = (adapters.r * fan_out, True)
+    trainable_sizes = [n for n, trains in entries.values() if trains]
     trainable = sum(trainable_sizes)
-    total = sum(p.numel() for p in params.values())
+    total = sum(n for n, _ in entries.values())
+    quantized = sum(entries[f"{name}.weight"][0] for name in adapters.quantized)
+    weight_bytes = 4 * (total - quantized) + sum(_nf4_bytes(entries[f"{name}.weight"][0])
+                                                  for name in adapters.quantized)
     precision = config.train.precision
     compute = 4 if precision == "no" else 2  # bytes of an autocast matmul's output
     batch = config.train.batch_size
@@ -235,34 +261,56 @@ def memory_plan(config: TrainConfig, *, device: Device | str = "cuda", arch: RuD
     geometry = _Geometry(arch, batch)
 
     def numel(prefix: str, only_trainable: bool = False) -> int:
-        return sum(p.numel() for name, p in params.items()
-                   if name.startswith(prefix) and (p.requires_grad or not only_trainable))
+        return sum(n for name, (n, trains) in entries.items()
+                   if name.startswith(prefix) and (trains or not only_trainable))
+
+    def trains(name: str) -> bool:
+        return entries[name][1]
 
     embedding_prefixes = ("text_embeddings", "image_embeddings", "l_text_pos_embeddings", "r_text_pos_embeddings",
                           "image_row_embeddings", "image_col_embeddings")
-    grad_flows = any(params[f"{prefix}.weight"].requires_grad for prefix in embedding_prefixes)
+    grad_flows = any(trains(f"{prefix}.weight") for prefix in embedding_prefixes)
     layers = []
     for index in range(arch.num_layers):
         prefix = f"transformer.layers.{index}."
-        trains = {linear: params[f"{prefix}{linear}.weight"].requires_grad for linear in _LINEARS}
+        base_trains = {linear: trains(f"{prefix}{linear}.weight") for linear in _LINEARS}
+        adapted = [linear for linear in _LINEARS if prefix + linear in adapters.modules]
         layer_trainable = numel(prefix, only_trainable=True)
-        grad_flows = grad_flows or layer_trainable > 0
-        saved, layer_input = (_layer_saved(arch, geometry, trains, compute, device) if grad_flows else (0, 0))
-        held = casts = 0
-        if compute == 2 and grad_flows:  # autocast caches casts of trainable weights for the step; frozen ones are
-            # saved for the input's gradient
-            for linear in _LINEARS:
-                weight = params[f"{prefix}{linear}.weight"].numel()
-                if trains[linear]:
-                    held += 2 * weight
-                else:
-                    casts += 2 * weight
+        input_grad, grad_flows = grad_flows, grad_flows or layer_trainable > 0
+        saved = layer_input = held = casts = 0
+        if grad_flows:
+            saved, layer_input = _layer_saved(arch, geometry, base_trains, compute, device)
+            saved += _adapter_saved(arch, geometry, adapters, adapted, base_trains, compute, device, input_grad)
+            if not input_grad and not trains(f"{prefix}input_layernorm.weight"):
+                saved -= 4 * geometry.tokens * (arch.hidden_size + 2)  # nothing below trains: the input norm keeps
+                # neither its input nor its statistics
+            if compute == 2:  # autocast caches casts of trainable weights for the step; frozen ones are saved for
+                # the input's gradient (NF4 weights are saved packed, as they are stored)
+                for linear in _LINEARS:
+                    weight = entries[f"{prefix}{linear}.weight"][0]
+                    if base_trains[linear]:
+                        held += 2 * weight
+                    elif prefix + linear not in adapters.quantized:
+                        casts += 2 * weight
+                held += 2 * sum(n for name, (n, _) in entries.items() if name.startswith(prefix) and ".lora_" in name)
         layers.append(LayerMemory(saved=saved, input=layer_input, params=numel(prefix), trainable=layer_trainable,
                                   saved_casts=casts, held_casts=held))
 
-    head = params["to_logits.1.weight"].numel() + params["to_logits.1.bias"].numel()
-    head_saved, head_transient = _head_bytes(arch, geometry, compute)
+    head = entries["to_logits.1.weight"][0] + entries["to_logits.1.bias"][0]
+    head_quantized = "to_logits.1" in adapters.quantized
+    head_adapter = adapters.modules.get("to_logits.1")
+    head_saved, head_transient = _head_bytes(arch, geometry, compute, trains("to_logits.1.weight"))
+    if head_adapter is not None:  # per head (text rows, image rows): mask, dropped input, A x (`_lora_head_rows`)
+        rows = batch * (arch.l_text_seq_length + arch.r_text_seq_length - 1 + arch.image_seq_length - 1)
+        head_saved += rows * (_adapter_input_bytes(adapters.dropout, compute, device) * arch.hidden_size
+                              + compute * adapters.r)
+    head_casts = 0
+    if compute == 2:
+        head_casts = (0 if head_quantized else 2 * head) + 2 * (numel("to_logits.1.lora_"))
     layer_transient = 2 * 4 * geometry.tokens * arch.hidden_size * compute + 4 * geometry.tokens * arch.hidden_size
+    largest_nf4 = max((entries[f"{name}.weight"][0] for name in adapters.quantized if name != "to_logits.1"),
+                      default=0)  # dequantized (fp32, then a bf16 copy under autocast) in a layer's backward pass
+    layer_transient += (4 + (2 if compute == 2 else 0)) * largest_nf4
     largest_trainable = max(trainable_sizes, default=0)
     if config.optim.name == "adamw":  # foreach on CUDA: one sqrt(v) copy of everything; per tensor on the CPU
         opt_transient = 4 * trainable if device == "cuda" else 2 * 4 * largest_trainable
@@ -276,12 +324,79 @@ def memory_plan(config: TrainConfig, *, device: Device | str = "cuda", arch: RuD
         model=str(config.model.name), batch_size=batch, seq_length=arch.total_seq_length,
         positions=geometry.tokens, precision=precision, gradient_checkpointing=checkpointing,
         optimizer=config.optim.name, device=device, trainable_params=trainable, frozen_params=total - trainable,
-        weight_bytes=4 * total, gradient_bytes=4 * trainable,
+        weight_bytes=weight_bytes, gradient_bytes=4 * trainable,
         optimizer_bytes=optimizer_state_bytes(config.optim.name, trainable_sizes), layers=tuple(layers),
-        head_saved=head_saved, head_casts=2 * head if compute == 2 else 0, head_transient=head_transient,
+        head_saved=head_saved, head_casts=head_casts, head_transient=head_transient,
         layer_transient=layer_transient, optimizer_transient=opt_transient, head_grad_bytes=4 * final_norms,
         embedding_grad_bytes=4 * sum(numel(prefix, True) for prefix in embedding_prefixes),
-        root_params=total - sum(layer.params for layer in layers), param_bytes_in_flight=compute)
+        root_params=total - sum(layer.params for layer in layers), param_bytes_in_flight=compute,
+        method=config.finetune.method, adapter_params=sum(r for name, (r, _) in entries.items() if ".lora_" in name),
+        quantized_params=quantized)
+
+
+@dataclass(frozen=True)
+class _Adapters:
+    """The LoRA side of a run: targeted linear -> (in, out) features, rank, dropout, and the linears stored in NF4."""
+
+    modules: dict[str, tuple[int, int]] = field(default_factory=dict)
+    quantized: frozenset[str] = frozenset()
+    r: int = 0
+    dropout: float = 0.0
+
+
+def _adapters(model, config: TrainConfig) -> _Adapters:
+    """What `rudolph_ft.lora.apply_lora` would inject into (and quantize in) this meta-device model."""
+    method, lora = config.finetune.method, config.lora
+    if method == "full":
+        return _Adapters()
+    from torch import nn
+
+    from ..lora import target_modules
+
+    try:
+        names = target_modules(model, list(lora.targets))
+    except ValueError as error:
+        raise ConfigError(f"lora.targets: {error}") from None
+    linears = {name: module for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+    quantized: set[str] = set()
+    if method == "qlora":
+        quantized = set(names) if lora.quantize == "targets" else \
+            set(names) | {name for name in linears if name.startswith("transformer.layers.")}
+    return _Adapters(modules={name: (linears[name].in_features, linears[name].out_features) for name in names},
+                     quantized=frozenset(quantized), r=lora.r, dropout=lora.dropout)
+
+
+def _nf4_bytes(elements: int) -> int:
+    """Bytes of one weight as bitsandbytes' `Params4bit` stores it: packed 4-bit values, an 8-bit absmax per block of
+    64 (double quantization), an fp32 scale per 256 of those and their 8-bit code, the fp32 offset and the NF4
+    code (each weight's own copies, as `bitsandbytes.functional.quantize_4bit` makes them)."""
+    blocks = _ceil_div(elements, _NF4_BLOCK)
+    return (_ceil_div(elements, 2) + blocks + 4 * _ceil_div(blocks, _NF4_NESTED_BLOCK) + 4 * _NF4_NESTED_BLOCK + 4
+            + 4 * _NF4_CODE)
+
+
+def _adapter_input_bytes(dropout: float, compute: int, device: str, input_grad: bool = True) -> int:
+    """Bytes per input feature an adapter saves: its dropout's mask (bool on CUDA, the CPU's fp32 noise; only when
+    its input needs a gradient) and the dropped input A keeps for its gradient (fp32, or autocast's copy)."""
+    mask = (1 if device == "cuda" else 4) if dropout > 0 and input_grad else 0
+    return mask + compute
+
+
+def _adapter_saved(arch: RuDolphConfig, geo: _Geometry, adapters: _Adapters, adapted: list[str],
+                   base_trains: dict[str, bool], compute: int, device: str, input_grad: bool) -> int:
+    """Bytes one layer's adapters save (peft's `Linear.forward`: `B(A(dropout(x))) * scale`): per adapted linear
+    the dropout mask, the dropped input (without dropout in fp32: x itself, already saved when the base weight trains
+    or when it is the fused attention's output) and A x."""
+    n, hidden, saved = geo.tokens, arch.hidden_size, 0
+    fused = device == "cuda" or arch.attention_dropout_prob == 0
+    for linear in adapted:
+        fan_in = 4 * hidden if linear == "mlp.dense_4h_to_h" else hidden
+        shared = compute == 4 and adapters.dropout == 0 and (
+            base_trains[linear] or (linear == "attention.dense" and fused and not geo.prefix))
+        per_input = _adapter_input_bytes(adapters.dropout, compute, device,
+                                         input_grad or linear != "attention.query_key_value")
+        saved += n * (fan_in * (per_input - (compute if shared else 0)) + compute * adapters.r)
+    return saved
 
 
 @dataclass(frozen=True)
@@ -353,12 +468,13 @@ def _layer_saved(arch: RuDolphConfig, geo: _Geometry, trains: dict[str, bool], c
     return saved, 4 * n * hidden
 
 
-def _head_bytes(arch: RuDolphConfig, geo: _Geometry, compute: int) -> tuple[int, int]:
+def _head_bytes(arch: RuDolphConfig, geo: _Geometry, compute: int, head_trains: bool = True) -> tuple[int, int]:
     """(bytes saved by the final norms and the loss, its largest temporaries), from `RuDolph._segment_losses`.
 
     The layers' output is unfolded to (B, S - 1, hidden) and passes two fp32 layer norms; the text head sees the
     left and right text positions (a copy), the image head the image positions (a view, or an autocast copy); each
-    keeps fp32 log-probabilities (B, positions, vocabulary) for the cross-entropy.
+    keeps fp32 log-probabilities (B, positions, vocabulary) for the cross-entropy. The heads' inputs are kept only
+    for the output layer's weight gradient (`head_trains`).
     """
     hidden, batch = arch.hidden_size, geo.batch
     length = arch.total_seq_length - 1
@@ -368,9 +484,9 @@ def _head_bytes(arch: RuDolphConfig, geo: _Geometry, compute: int) -> tuple[int,
     image_logits = batch * image_positions * arch.image_vocab_total
     rows = batch * length * hidden
     saved = 2 * 4 * rows + 2 * 2 * 4 * batch * length + 4 * (text_logits + image_logits)
-    if compute == 4:  # the head's input, viewed by the image head, and the text positions' copy
+    if head_trains and compute == 4:  # the head's input, viewed by the image head, and the text positions' copy
         saved += 4 * rows + 4 * batch * text_positions * hidden
-    else:  # bf16 / fp16 copies of the heads' inputs
+    elif head_trains:  # bf16 / fp16 copies of the heads' inputs
         saved += 2 * batch * (text_positions + image_positions) * hidden
     largest = max(text_logits, image_logits)
     forward = largest * (4 if compute == 4 else 6)  # the logits (and their fp32 copy) next to the log-probabilities
@@ -395,15 +511,19 @@ def format_plan(plan: MemoryPlan, gpu_counts: tuple[int, ...] = GPU_COUNTS) -> s
         f"precision {_precision(plan)}, gradient checkpointing {ckpt}, optimizer {plan.optimizer}",
         f"parameters: {plan.trainable_params:,} trainable, {plan.frozen_params:,} frozen "
         f"({100 * plan.trainable_params / max(plan.total_params, 1):.1f}% trainable)",
+        *([f"{plan.method}: {plan.adapter_params:,} adapter parameters"
+           + (f", {plan.quantized_params:,} base weights in NF4" if plan.quantized_params else "")]
+          if plan.method != "full" else []),
         "",
         f"{'one process, unsharded':<22}{'GiB':>8}",
     ]
-    rows = [("weights (fp32)", plan.weight_bytes), ("gradients (fp32)", plan.gradient_bytes),
+    weights = "weights (fp32 + NF4)" if plan.quantized_params else "weights (fp32)"
+    rows = [(weights, plan.weight_bytes), ("gradients (fp32)", plan.gradient_bytes),
             (f"optimizer ({plan.optimizer})", plan.optimizer_bytes), ("activations", plan.activation_bytes)]
     lines += [f"{name:<22}{_gib(value):>8}" for name, value in rows]
     lines += ["", f"{'peak per device':<22}" + "".join(f"{f'{n} GPU' + ('s' if n > 1 else ''):>9}"
                                                        for n in gpu_counts)]
-    for strategy in STRATEGIES:
+    for strategy in STRATEGIES if plan.method == "full" else ("ddp",):  # adapters train under DDP only
         lines.append(f"{strategy.upper():<22}" + "".join(f"{_gib(plan.peak(n, strategy)):>9}" for n in gpu_counts))
     lines.append("(GiB; DDP replicates the model and adds gradient buckets; FSDP shards weights, gradients and "
                  "optimizer states per layer)")
