@@ -128,3 +128,13 @@ def test_eval_command_on_a_trained_run(small_data, tmp_path):  # noqa: F811
     assert result.exit_code == 0, result.output
     assert f"picture: {run / 'confusion.png'}" in result.output  # no --out: the run's own folder
     assert_picture(run / "confusion.png")
+
+
+def test_modality_check_swaps_each_photo_with_another_dishs():
+    """A held-out table sorted by dish: the swapped photo is of another dish wherever one exists."""
+    from rudolph_ft.train.evaluate import _other_dish_partners
+
+    dishes = ["борщ"] * 4 + ["плов"] * 3 + ["паста"] * 2
+    partners = _other_dish_partners(dishes)
+    assert all(dishes[j] != dishes[i] for i, j in enumerate(partners))
+    assert _other_dish_partners(["борщ"] * 3) == [1, 2, 0]  # one dish only: the next photo

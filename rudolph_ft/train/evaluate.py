@@ -136,7 +136,7 @@ def evaluate_predictions(components, images: Sequence, metas: Sequence[dict], *,
     report = {"model": _scores(predictions, targets, fallback),
               "baseline": _scores([fallback] * len(targets), targets, fallback)}
     if modality_check and len(images) > 1:
-        swapped = list(images[1:]) + list(images[:1])  # every photo replaced by the next example's
+        swapped = [images[j] for j in _other_dish_partners([t.get("dish") for t in targets])]
         swapped_predictions = [p.to_dict() for p in predict_nutrition_batch(components, swapped, **options)]
         report["images_swapped"] = _scores(swapped_predictions, targets, fallback)
     report["examples"] = [{"target": t, "predicted": {k: p.get(k) for k in ("dish", *NUTRIENTS)},
@@ -214,6 +214,18 @@ def _format_per_dish(rows: Sequence[dict], limit: int = 30) -> str:
     if len(rows) > limit:
         lines.append(f"... and {len(rows) - limit} more dishes (all in the JSON report's per_dish)")
     return "\n".join(lines)
+
+
+def _other_dish_partners(dishes: list) -> list[int]:
+    """For each example, the index of the photo that replaces it in the modality check: the next one (cyclically,
+    starting half the list away) of another dish, so that a table sorted by dish is not checked against photos of
+    the same dish; the next example when every example has one dish."""
+    n = len(dishes)
+    partners = []
+    for i in range(n):
+        candidates = [(i + n // 2 + k) % n for k in range(n)]
+        partners.append(next((j for j in candidates if j != i and dishes[j] != dishes[i]), (i + 1) % n))
+    return partners
 
 
 def evaluate_during_training(trainer, final: bool) -> dict:
