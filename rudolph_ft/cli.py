@@ -195,6 +195,11 @@ def train(
     except (ConfigError, FileNotFoundError, FileExistsError, TrainingStopped, ValueError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
+    finally:  # a torchrun process exiting with its gloo / NCCL group alive may abort ("terminate called ...")
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
     if summary.get("stopped"):
         sys.exit(130)
 

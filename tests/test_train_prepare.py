@@ -116,6 +116,8 @@ for name in sys.argv[2:]:
                  "vocab": tokenizer.vocab(), "ids": tokenizer.encode(prepared.train.captions + prepared.val.captions),
                  "rows": len(prepared.train) + len(prepared.val), "meta": prepared.val.meta}
 (Path(sys.argv[1]) / f"rank{accelerator.process_index}.json").write_text(json.dumps(out))
+accelerator.wait_for_everyone()
+torch.distributed.destroy_process_group()  # an exit with the gloo group alive may abort ("terminate called ...")
 '''
 
 
