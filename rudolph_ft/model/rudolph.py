@@ -52,6 +52,15 @@ def register_head_rows_forward(kind: type, forward: HeadRowsForward) -> None:
     _HEAD_ROWS_FORWARDS.append((kind, forward))
 
 
+def weighted_loss(loss_weights, losses) -> torch.Tensor:
+    """The weighted mean of the (left text, image, right text) losses; a zero weight or a missing segment (None)
+    leaves its term out, as in the reference."""
+    total, weight_sum = 0.0, 0.0
+    for weight, loss in zip(loss_weights, losses, strict=True):
+        if weight and loss is not None:
+            total, weight_sum = total + weight * loss, weight_sum + weight
+    return total / weight_sum
+
 @dataclass
 class RuDolphOutput:
     """What `RuDolph.forward` returns.
@@ -557,8 +566,4 @@ class RuDolph(nn.Module):
                 image_labels = torch.cat([image_labels, r_text[:, :1]], dim=1)
             image_logits = head_logits(hidden[:, l_len: l_len + image_labels.shape[1]], "image")
             output.image_loss = F.cross_entropy(image_logits.float().flatten(0, 1), image_labels.flatten())
-        total, weight_sum = 0.0, 0.0
-        for weight, loss in zip(loss_weights, (output.l_text_loss, output.image_loss, output.r_text_loss), strict=True):
-            if weight and loss is not None:  # a zero weight leaves its segment out, as in the reference
-                total, weight_sum = total + weight * loss, weight_sum + weight
-        output.loss = total / weight_sum
+        output.loss = weighted_loss(loss_weights, (output.l_text_loss, output.image_loss, output.r_text_loss))

@@ -21,13 +21,14 @@ import shlex
 import signal
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
 import torch
 
 from ..components import Components, save_components
 from ..io import FolderLock, atomic_write
+from ..model.rudolph import weighted_loss
 from .checkpoint import (
     STATE_NAME,
     Progress,
@@ -294,17 +295,21 @@ class Trainer:
         for i, input_ids in enumerate(batches):
             last = i == len(group) - 1
             input_ids = input_ids.to(acc.device)
-            if self.fsdp:
-                model.set_requires_gradient_sync(last)  # reduce-scatter the gradients once, after the last batch
+            if self.fsdp:  # mixed precision is FSDP's policy; reduce-scatter the gradients once, after the last batch
+                model.set_requires_gradient_sync(last)
+                context = nullcontext()
+            else:
+                context = ExitStack()
+                if not last and acc.num_processes > 1:
+                    context.enter_context(acc.no_sync(model))
+                context.enter_context(acc.autocast())
+            with context:
                 out = model(input_ids, loss_weights=tuple(cfg.train.loss_weights))
                 loss = self._objective(out, scored[i] * share / max(global_scored, 1)) / len(group)
-                loss.backward()
-            else:
-                sync = acc.no_sync(model) if not last and acc.num_processes > 1 else nullcontext()
-                with sync, acc.autocast():
-                    out = model(input_ids, loss_weights=tuple(cfg.train.loss_weights))
-                    loss = self._objective(out, scored[i] * share / max(global_scored, 1)) / len(group)
-                    acc.backward(loss)
+                if self.fsdp:
+                    loss.backward()
+                else:
+                    acc.backward(loss)  # (fp16: through the loss scaler)
             totals["loss"] += loss.item()
             totals["l_text_loss"] += _value(out.l_text_loss) / len(group)
             totals["image_loss"] += _value(out.image_loss) / len(group)
@@ -333,15 +338,10 @@ class Trainer:
     def _objective(self, out, r_text_share: float) -> torch.Tensor:
         """The weighted loss (as the model's `out.loss`) with the right-text loss scaled to its share of the global
         batch's scored tokens; fp32 whatever the autocast precision (the model computes the losses in fp32)."""
-        total, weight_sum = 0.0, 0.0
-        losses = (out.l_text_loss, out.image_loss, out.r_text_loss)
-        for k, (weight, loss) in enumerate(zip(self.config.train.loss_weights, losses, strict=True)):
-            if weight and loss is not None:  # a zero weight leaves its segment out, as in the model
-                if k == 2:
-                    # (no scored token in this batch: no term, rather than its 0/0)
-                    loss = loss * r_text_share if r_text_share else torch.zeros((), device=loss.device)
-                total, weight_sum = total + weight * loss.float(), weight_sum + weight
-        return total / weight_sum
+        r_text = out.r_text_loss
+        if r_text is not None:  # (no scored token in this batch: no term, rather than its 0/0)
+            r_text = r_text * r_text_share if r_text_share else torch.zeros((), device=r_text.device)
+        return weighted_loss(self.config.train.loss_weights, (out.l_text_loss, out.image_loss, r_text))
 
     def _clip_gradients(self) -> float:
         """Clip the gradients' global norm to train.max_grad_norm (fp16: after unscaling); the norm before."""
