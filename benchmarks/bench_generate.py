@@ -11,6 +11,13 @@ The reference runs in the rc4 reference env (`scripts/make-reference-env.sh .ven
 `--ref-python` or RUDOLPH_REF_PYTHON_RC4. Both sides use the VQGAN architecture with random weights and the
 youtokentome model `tests/assets/tokenizer/yttm-ru-5000/bpe.model` (the official one needs a download).
 
+Floor: the captions worker also measures this machine, now (memory bandwidth: `sum` of 1 GiB; GEMM rates at the
+decoding step's and the prefill's shapes) and prints 16 captions' floor: the prefill's FLOPs, then per step the
+weights streamed once plus the step's FLOPs (`caption_floor`); `x_floor` = ours / floor (the issue's target: <= 1.5).
+`predict` times `rudolph-ft predict PHOTO` end to end, as a user types it, on the random 350M saved to a folder.
+Thread count matters on a shared machine: with other jobs on the cores, 2 threads can be far slower than 1 (every
+parallel region waits for a descheduled thread), so the table prints the load average.
+
 Fairness: random weights rarely end a caption, and the reference always decodes every remaining right-text token,
 so ours is timed with `stop_at_eos=False` (exactly the reference's number of tokens); "per token" rates divide by
 generated tokens (captions x positions). Ours with early stopping (the default) is timed too: on random weights it
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -38,17 +46,75 @@ SAMPLING = dict(top_k=16, top_p=0.6, temperature=0.8)  # the article's
 CAPTIONS = ["блюдо: борщ; белков: 3.5; жиров: 4; углеводов: 6; ккал: 70;", "блюдо: плов; белков: 7; ккал: 250;",
             "блюдо: шаурма; ккал: 300;", "блюдо: салат оливье; белков: 5; жиров: 16; углеводов: 7; ккал: 198;"]
 CLASSES = ["борщ", "шаурма", "плов", "пельмени", "салат оливье", "блины", "паста", "суп"]
-TASKS = ("captions", "rerank", "zero_shot")
+TASKS = ("captions", "rerank", "zero_shot", "predict")
+
+
+# ---- the machine's floor --------------------------------------------------------------------------------------------
+def _best_seconds(run, repeats: int) -> float:
+    run()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def machine_rates(hidden: int, rows: int, prompt: int) -> dict:
+    """This machine's memory bandwidth and GEMM rates, measured now (under whatever load there is).
+
+    bandwidth: `sum` of a 1 GiB fp32 tensor (larger than any cache), bytes read per second. GEMM rates: a
+    (rows x hidden) @ (hidden x 4 hidden) product (the decoding step's shape) and a (prompt x hidden) one (the
+    prefill's), on a weight that stays in cache, so they measure arithmetic, not memory.
+    """
+    import torch
+
+    big = torch.ones(2**28)
+    bandwidth = big.numel() * 4 / _best_seconds(big.sum, 3)
+    del big
+    weight = torch.randn(4 * hidden, hidden)
+    rates = {}
+    for name, m in (("decode", rows), ("prefill", prompt)):
+        x = torch.randn(m, hidden)
+        flops = 2 * m * weight.numel()
+        repeats = max(3, int(2e9 // flops))
+        # the faster orientation of each shape (the model picks it the same way: `few_rows_linear`)
+        seconds = min(_best_seconds(lambda x=x, n=repeats: [torch.mm(weight, x.t()) for _ in range(n)], 3),
+                      _best_seconds(lambda x=x, n=repeats: [torch.mm(x, weight.t()) for _ in range(n)], 3))
+        rates[f"{name}_gflops"] = flops * repeats / seconds / 1e9
+    return {"bandwidth_gbs": bandwidth / 1e9, **rates}
+
+
+def caption_floor(config, rates: dict, rows: int, prompt: int, steps: int) -> dict:
+    """Seconds 16 captions cannot beat on this machine: the prefill's FLOPs at the prefill GEMM rate, then per decoding
+    step the weights streamed once at the measured bandwidth plus the step's FLOPs at the decode GEMM rate (`sum`;
+    `roofline` takes the larger of the two instead, i.e. perfect overlap of memory and arithmetic)."""
+    hidden, layers = config.hidden_size, config.num_layers
+    layer_params = layers * (12 * hidden * hidden + 13 * hidden)  # qkv, dense, 2 MLP matrices, biases, norms
+    head_params = config.text_vocab_size * (hidden + 1)  # the text rows of the output layer (decoding samples text)
+    step_bytes = 4 * (layer_params + head_params)
+    context = prompt + steps / 2  # mean keys attended per decoding step
+    step_flops = 2 * rows * (layer_params + head_params) + 4 * rows * layers * hidden * context
+    prefill_flops = 2 * prompt * layer_params + 2 * layers * hidden * prompt * prompt  # causal attention: half
+    memory_s, math_s = step_bytes / rates["bandwidth_gbs"] / 1e9, step_flops / rates["decode_gflops"] / 1e9
+    prefill_s = prefill_flops / rates["prefill_gflops"] / 1e9
+    return {**rates, "step_gb": step_bytes / 1e9, "step_gflop": step_flops / 1e9, "prefill_gflop": prefill_flops / 1e9,
+            "step_floor_s": memory_s + math_s, "prefill_floor_s": prefill_s, "steps": steps,
+            "seconds": prefill_s + steps * (memory_s + math_s),
+            "roofline_seconds": prefill_s + steps * max(memory_s, math_s)}
 
 
 # ---- workers (one measurement per process) ------------------------------------------------------------------------
 def _timed(run, repeats: int) -> dict:
-    times = []
+    """Median wall seconds of `run()`, and its CPU seconds (all threads): on a machine other jobs share, CPU
+    seconds of a 1-thread run are far steadier than wall seconds."""
+    times, cpu_times = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         info = run() or {}
         times.append(time.perf_counter() - start)
-    return {"seconds": statistics.median(times), "times": times, **info}
+        cpu_times.append(time.process_time() - cpu_start)
+    return {"seconds": statistics.median(times), "times": times, "cpu_seconds": statistics.median(cpu_times), **info}
 
 
 def ours_worker(args) -> dict:
@@ -59,7 +125,7 @@ def ours_worker(args) -> dict:
     from rudolph_ft.data.images import load_image
     from rudolph_ft.model import RuDolph
     from rudolph_ft.model.vqgan import VQGAN
-    from rudolph_ft.pipelines import generate_captions_batch, rerank_by_image, zero_shot_classify
+    from rudolph_ft.pipelines import generate_captions_batch, image_codes, rerank_by_image, zero_shot_classify
     from rudolph_ft.tokenizer import Tokenizer
 
     device = torch.device(args.device)
@@ -82,11 +148,47 @@ def ours_worker(args) -> dict:
     if args.task == "captions":
         result = _timed(lambda: captions(False), args.repeats)
         result["early_stop"] = _timed(lambda: captions(True), args.repeats)
+        start = time.perf_counter()
+        image_codes(components, [image])
+        result["vqgan_seconds"] = time.perf_counter() - start
+        cfg = model.config  # the prompt: left text, image, bos + template
+        prompt = cfg.l_text_seq_length + cfg.image_seq_length + cfg.r_text_seq_length - result["positions"]
+        rates = machine_rates(cfg.hidden_size, args.batch_size, prompt)
+        result["floor"] = caption_floor(cfg, rates, min(args.n, args.batch_size), prompt,
+                                        result["positions"] - 1)  # the first token comes from the prefill
+        result["floor"]["seconds"] *= math.ceil(args.n / args.batch_size)  # batches decode one after another
+        result["floor"]["roofline_seconds"] *= math.ceil(args.n / args.batch_size)
         return result
+    if args.task == "predict":
+        return predict_end_to_end(components, args)
     if args.task == "rerank":
         return _timed(lambda: {"captions": len(rerank_by_image(components, CAPTIONS, image))}, args.repeats)
     return _timed(lambda: {"classes": len(zero_shot_classify(components, image, CLASSES, "{}").classes)},
                   args.repeats)
+
+
+def predict_end_to_end(components, args) -> dict:
+    """`rudolph-ft predict PHOTO` as a user types it, on these components saved as a model directory: process start,
+    loading, VQGAN, n captions, rerank, parsing. Timed from outside; the command's own threads as the worker's."""
+    import resource
+    import subprocess
+    import tempfile
+
+    from rudolph_ft.components import save_components
+
+    with tempfile.TemporaryDirectory() as directory:
+        save_components(components, directory)
+        command = [sys.executable, "-m", "rudolph_ft", "predict", str(PHOTO), "--model", directory, "--device",
+                   args.device, "--offline", "-n", str(args.n), "--batch-size", str(args.batch_size), "--json"]
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+
+        def run():  # the command's CPU seconds are its own, not this process's
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            subprocess.run(command, check=True, capture_output=True, env=env)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return {"cpu_seconds": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime}
+
+        return {**_timed(run, args.repeats), "command": f"rudolph-ft predict PHOTO -n {args.n} (random weights)"}
 
 
 def reference_worker(args) -> dict:
@@ -117,6 +219,8 @@ def reference_worker(args) -> dict:
         total = config.total_seq_length
         model(torch.zeros(1, total, dtype=torch.long), torch.tril(torch.ones(1, 1, total, total)))
 
+    if args.task == "predict":
+        return {"error": "the reference has no predict command"}
     if args.task == "captions":
         def run():
             pipelines.generate_captions(image, tokenizer, model, vae, template=TEMPLATE, captions_num=args.n,
@@ -147,12 +251,18 @@ def summarise(task: str, ours: dict, ref: dict) -> dict:
             if "seconds" in result:
                 row[f"{name}_captions_per_s"] = result["captions"] / result["seconds"]
                 row[f"{name}_tokens_per_s"] = result["tokens"] / result["seconds"]
+        floor = ours.get("floor")
+        if floor and "seconds" in ours:
+            row["floor_tokens_per_s"] = ours["tokens"] / floor["seconds"]
+            row["x_floor"] = ours["seconds"] / floor["seconds"]  # target: <= 1.5
+            row["x_roofline"] = ours["seconds"] / floor["roofline_seconds"]
     return row
 
 
 def print_table(result: dict) -> None:
     print(f"RuDOLPH {result['preset']} pipelines, {result['device']}, {result['threads']} threads, random weights; "
-          f"captions n={result['n']} batch {result['batch_size']}")
+          f"captions n={result['n']} batch {result['batch_size']}; load average after the run "
+          f"{result['load_average'][0]:.2f} on {result['cpus']} CPUs")
     header = f"{'task':<28} | {'ours s':>8} {'ref s':>8} | {'speedup':>8} | {'ours rate':>16} {'ref rate':>16}"
     print(header)
     print("-" * len(header))
@@ -163,9 +273,10 @@ def print_table(result: dict) -> None:
             rates = (f"{cell(row.get('ours_captions_per_s'), '8.3f')} capt/s",
                      f"{cell(row.get('reference_captions_per_s'), '8.3f')} capt/s")
         label = {"captions": "generate_captions (all tok.)", "rerank": "rerank_by_image (4 capt.)",
-                 "zero_shot": "zero_shot_classify (8 cl.)"}[row["task"]]
+                 "zero_shot": "zero_shot_classify (8 cl.)", "predict": "rudolph-ft predict (CLI)"}[row["task"]]
         print(f"{label:<28} | {cell(ours.get('seconds'), '8.2f')} {cell(ref.get('seconds'), '8.2f')} | "
-              f"{cell(row.get('speedup'), '7.1f')}x | {rates[0]:>16} {rates[1]:>16}")
+              f"{cell(row.get('speedup'), '7.1f')}x | {rates[0]:>16} {rates[1]:>16}   CPU s: "
+              f"{cell(ours.get('cpu_seconds'), '6.2f')} / {cell(ref.get('cpu_seconds'), '6.2f')}")
         if row["task"] == "captions":
             early = ours.get("early_stop", {})
             print(f"{'  ours, early stop (default)':<28} | {cell(early.get('seconds'), '8.2f')} {'':>8} | {'':>8} | "
@@ -174,6 +285,17 @@ def print_table(result: dict) -> None:
             print(f"{'  per generated token':<28} | {'':>8} {'':>8} | {'':>8} | "
                   f"{cell(row.get('ours_tokens_per_s'), '8.1f')} tok/s  "
                   f"{cell(row.get('reference_tokens_per_s'), '8.1f')} tok/s")
+            floor = ours.get("floor")
+            if floor:
+                print(f"{'  floor (this machine, now)':<28} | {floor['seconds']:8.2f} {'':>8} | "
+                      f"{cell(row.get('x_floor'), '6.2f')}x  | {cell(row.get('floor_tokens_per_s'), '8.1f')} tok/s"
+                      f"   ours = {cell(row.get('x_floor'), '4.2f')}x floor, {cell(row.get('x_roofline'), '4.2f')}x "
+                      f"roofline ({floor['roofline_seconds']:.2f} s)")
+                print(f"{'':<28}   {floor['bandwidth_gbs']:.1f} GB/s, GEMM {floor['decode_gflops']:.0f} GFLOP/s "
+                      f"(decode shape), {floor['prefill_gflops']:.0f} (prefill); step {floor['step_gb']:.2f} GB + "
+                      f"{floor['step_gflop']:.1f} GFLOP = {floor['step_floor_s']:.3f} s x {floor['steps']}, prefill "
+                      f"{floor['prefill_gflop']:.0f} GFLOP = {floor['prefill_floor_s']:.2f} s; VQGAN "
+                      f"{ours.get('vqgan_seconds', 0):.2f} s (not in the floor)")
     for row in result["rows"]:
         for side in ("ours", "reference"):
             if "error" in row[side]:
@@ -208,10 +330,11 @@ def main() -> None:
     rows = []
     for task in args.tasks:
         ours = measure(sys.executable, "ours", task, args, args.repeats)
-        ref = {"error": "skipped"} if args.no_reference else measure(args.ref_python, "reference", task, args,
-                                                                     args.ref_repeats)
+        skip = args.no_reference or task == "predict"  # the reference has no predict command
+        ref = {"error": "skipped"} if skip else measure(args.ref_python, "reference", task, args, args.ref_repeats)
         rows.append(summarise(task, ours, ref))
     result = {"preset": args.preset, "device": args.device, "threads": args.threads, "n": args.n,
+              "load_average": os.getloadavg(), "cpus": os.cpu_count(),
               "batch_size": args.batch_size, "rows": rows,
               "early_stop_note": "a batch stops once all its captions have produced eos: with the article's "
                                  "~25-40-token captions that is about half of the right-text positions"}

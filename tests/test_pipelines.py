@@ -152,6 +152,19 @@ def test_captions_stop_at_eos_and_batches_stop_early(scripted):
     assert len(calls) < caption_tokens < scripted.model.config.r_text_seq_length  # stopped long before the end
 
 
+def test_caption_progress_counts_every_decoding_step_of_every_batch(components):
+    told = []
+    samples = generate_captions_batch(components, PHOTOS[:2], n=3, seed=7, batch_size=4, stop_at_eos=False,
+                                      progress=lambda done, total: told.append((done, total)))
+    prefix = Prompter(components.model.config, components.tokenizer, "rc4").right_prefix("блюдо:").numel()
+    steps = components.model.config.r_text_seq_length - prefix
+    total = 2 * steps  # batch 4 holds one image's 3 captions: two images, two batches
+    assert told[-1] == (total, total) and {t for _, t in told} == {total}
+    assert [d for d, _ in told] == sorted(d for d, _ in told)
+    again = generate_captions_batch(components, PHOTOS[:2], n=3, seed=7, batch_size=4, stop_at_eos=False)
+    assert [s.texts for s in again] == [s.texts for s in samples]  # telling progress changes nothing
+
+
 def test_pipelines_run_in_eval_mode_and_give_the_model_back_as_it_was(components):
     components.model.train()
     try:

@@ -10,8 +10,9 @@ Captions end at their first eos (rc10; the article passes rc4's `limit_eos=False
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -63,6 +64,7 @@ def sample_caption_ids(
     batch_size: int = 16,
     stop_at_eos: bool = True,
     use_cache: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Right-text ids of `n` samples per image (the model-level core of `generate_captions`).
 
@@ -77,6 +79,8 @@ def sample_caption_ids(
         batch_size: sequences decoded together.
         stop_at_eos: stop a batch once all its captions ended (False: generate every position, like the reference).
         use_cache: False re-runs the whole sequence at every step (slow; to check the cache).
+        progress: called as `progress(done, total)` in decoding steps of all batches, after each step (a batch
+            that stops early jumps to its end).
 
     Returns:
         (B * n, r_text_seq_length) ids, image-major (rows i*n .. i*n+n-1 belong to image i).
@@ -91,19 +95,23 @@ def sample_caption_ids(
     prefill, first_logits = None, None
     if use_cache:  # one pass over each image's prompt, shared by its n samples
         prefill, first_logits = prefix_cache(model, prompt)  # first_logits: (B, V_text)
-    chunks = []
+    chunks, total = [], steps * math.ceil(images * n / batch_size)
     for start in range(0, images * n, batch_size):
+        done = start // batch_size * steps
+        tell = None if progress is None else lambda t, done=done: progress(done + t, total)
         rows = torch.arange(start, min(start + batch_size, images * n), device=device)
         image_of_row = rows // n
         if use_cache:
-            step = model_step(model, "text", cache=prefill.index_select(image_of_row))
+            step = model_step(model, "text", cache=prefill.fork(image_of_row))
             logits = first_logits[image_of_row]
         else:
             step = model_step(model, "text", prompt=prompt[image_of_row])
             logits = model(prompt[image_of_row], head="text", last_only=True).logits[:, -1]
         sampled = decode_loop(step, logits, uniforms[rows.cpu()], settings, columns=prompter.text_columns,
                               end_from=prompter.bpe_vocab_size, eos_id=prompter.tokenizer.eos_id,
-                              stop_at_eos=stop_at_eos)
+                              stop_at_eos=stop_at_eos, progress=tell)
+        if progress is not None:
+            progress(done + steps, total)
         chunks.append(torch.cat([prefix.to(device).expand(len(rows), -1), sampled], dim=1))
     return torch.cat(chunks).cpu()
 
@@ -122,23 +130,29 @@ def generate_captions_batch(
     batch_size: int = 16,
     style: str = "rc4",
     stop_at_eos: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[CaptionSamples]:
     """Sample `n` captions for each of several images (see `generate_captions`); images share decoding batches.
 
     `stop_at_eos=False` decodes every right-text position even when all captions have ended, as the reference
-    does (for like-for-like timing); the captions are the same.
+    does (for like-for-like timing); the captions are the same. `progress(done, total)`: told after every decoding
+    step, counted over all images (e.g. `lambda done, total: bar(done / total)` for a web demo's progress bar).
     """
     model = components.model
     prompter = Prompter(model.config, components.tokenizer, style)
     settings = SamplingSettings(top_k=top_k, top_p=top_p, temperature=temperature)
     left, prefix = prompter.empty_left(), prompter.right_prefix(template)
     per_group = max(1, batch_size // max(n, 1))  # images whose prompts are cached and decoded together
+    groups = math.ceil(len(images) / per_group)
     results = []
     for start in range(0, len(images), per_group):
         group = list(images[start:start + per_group])
         codes = image_codes(components, group, batch_size=batch_size)
+        index = start // per_group
+        tell = None if progress is None else \
+            lambda done, total, index=index: progress(index * total + done, groups * total)
         ids = sample_caption_ids(model, codes, left, prefix, n, settings, prompter=prompter, seed=seed,
-                                 batch_size=batch_size, stop_at_eos=stop_at_eos)
+                                 batch_size=batch_size, stop_at_eos=stop_at_eos, progress=tell)
         for i in range(len(group)):
             rows = ids[i * n:(i + 1) * n]
             results.append(CaptionSamples([prompter.decode(row) for row in rows], rows, codes[i].cpu()))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..components import Components
@@ -100,12 +100,15 @@ def predict_nutrition_batch(
     seed: int | None = 43,
     batch_size: int = 16,
     style: str = "rc4",
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[NutritionPrediction]:
-    """`predict_nutrition` for several photos; their captions are sampled in shared batches."""
+    """`predict_nutrition` for several photos; their captions are sampled in shared batches (`progress(done,
+    total)` is told after each decoding step, see `generate_captions_batch`)."""
     if best < 1:
         raise ValueError(f"best must be >= 1 (captions to take the answer from), got {best}")
     all_samples = generate_captions_batch(components, images, template, n, top_k=top_k, top_p=top_p,
-                                          temperature=temperature, seed=seed, batch_size=batch_size, style=style)
+                                          temperature=temperature, seed=seed, batch_size=batch_size, style=style,
+                                          progress=progress)
     return [_predict_from_samples(components, image, samples, best, style, batch_size)
             for image, samples in zip(images, all_samples, strict=True)]
 
@@ -121,6 +124,6 @@ def predict_nutrition(components: Components, image: ImageInput, **options) -> N
         components: model, tokenizer and VQGAN of a model fine-tuned on captions like the article's.
         image: a path, PIL image or (3, H, W) tensor.
         **options: template="блюдо:", n=16, best=4, top_k=16, top_p=0.6, temperature=0.8, seed=43,
-            batch_size=16, style="rc4" (see `predict_nutrition_batch`).
+            batch_size=16, style="rc4", progress=None (see `predict_nutrition_batch`).
     """
     return predict_nutrition_batch(components, [image], **options)[0]

@@ -101,7 +101,7 @@ def score_codes(model: RuDolph, prompter: Prompter, text: str, codes: torch.Tens
     text_ppl, image_ppl = [], []
     for start in range(0, codes.shape[0], batch_size):
         chunk = codes[start:start + batch_size]
-        cache = shared.repeat_interleave(chunk.shape[0])
+        cache = shared.fork(torch.zeros(chunk.shape[0], dtype=torch.long))  # read, not copied, by every row
         image_ppl.append(image_segment(model, cache, chunk, prompter))
         text_ppl.append(right_text_perplexity(model, cache, right.expand(chunk.shape[0], -1), prompter))
     return torch.cat(text_ppl).cpu(), torch.cat(image_ppl).cpu()

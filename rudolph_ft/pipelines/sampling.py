@@ -98,6 +98,7 @@ def decode_loop(
     end_from: int | None = None,
     eos_id: int | None = None,
     stop_at_eos: bool = True,
+    progress: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Sample `uniforms.shape[1]` tokens per row, feeding each back through `step`.
 
@@ -109,6 +110,7 @@ def decode_loop(
         end_from: sampled ids >= end_from are replaced by `eos_id` (both references do this for non-text ids).
         eos_id: the end-of-text id (None: never stop).
         stop_at_eos: stop once every row has produced eos; later tokens of a finished row are pad (0).
+        progress: called with the number of tokens sampled so far per row, after each step (e.g. a progress bar).
 
     Returns:
         (R, steps) int64 ids.
@@ -128,6 +130,8 @@ def decode_loop(
                 break
         else:
             tokens[:, t] = ids
+        if progress is not None:
+            progress(t + 1)
         if t + 1 < steps:
             logits = step(ids)
     return tokens

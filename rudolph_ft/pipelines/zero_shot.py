@@ -78,7 +78,8 @@ def class_perplexities(model: RuDolph, prompter: Prompter, codes: torch.Tensor, 
     perplexities = []
     for start in range(0, len(texts), batch_size):
         chunk = right[start:start + batch_size]
-        perplexities.append(right_text_perplexity(model, shared.repeat_interleave(len(chunk)), chunk, prompter))
+        rows = torch.zeros(len(chunk), dtype=torch.long)  # every class continues the one cached prefix
+        perplexities.append(right_text_perplexity(model, shared.fork(rows), chunk, prompter))
     return torch.cat(perplexities).cpu()
 
 
