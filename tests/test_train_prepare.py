@@ -14,8 +14,8 @@ import torch
 from test_train import small_data, tiny_config  # noqa: F401 (small_data is a fixture)
 from torch import nn
 
-from rudolph_ft.model.vqgan import VQGAN
-from rudolph_ft.train.prepare import prepare_run
+from rudolph_ft.model.vqgan import VQGAN, load_vqgan
+from rudolph_ft.train.prepare import _dihedral_views, _shifts, fit_kmeans_quantizer, prepare_run, shift_image
 
 # the same settings run in one process here and in the two-process launch; each run gets its own empty code cache
 PATHS = {"gumbel": ("vqgan.views=2",), "dihedral": ("vqgan.augment=dihedral", "vqgan.views=3")}
@@ -67,6 +67,31 @@ def test_encoding_is_batched_in_inference_mode_on_the_device(small_data, tmp_pat
         assert torch.equal(mine, theirs)  # the same batching on the same CPU: bitwise
 
 
+def test_shift_views_move_the_photo_and_keep_the_first_eight_plain():
+    images = torch.rand(3, 3, 32, 32)
+    moved = shift_image(images, 2, -3)
+    assert torch.equal(moved[..., 2:, :-3], images[..., :-2, 3:])  # content moved down 2, left 3; edges repeated
+    shifts = _shifts(3, 12, seed=0, most=4)
+    assert shifts[:, :8].abs().sum() == 0 and shifts[:, 8:].abs().max() <= 4 and shifts[:, 8:].abs().sum() > 0
+    vqgan = load_vqgan("tiny", seed=0)
+    codes = _dihedral_views(vqgan, torch.rand(3, 3, 64, 64), 12, shifts)  # (B, views, h*w)
+    assert codes.shape == (3, 12, 64) and not torch.equal(codes[:, 0], codes[:, 8])
+
+
+def test_kmeans_fit_makes_the_codes_nearest_centroids_and_uses_more_of_the_codebook():
+    photos = torch.rand(8, 3, 64, 64)
+    photos[:4] *= torch.tensor([1.0, 0.3, 0.2])[:, None, None]  # two colour families
+    vqgan = load_vqgan("tiny", seed=0)
+    before = vqgan.encode(photos).unique().numel()
+    fit_kmeans_quantizer(vqgan, photos, iterations=5)
+    with torch.inference_mode():
+        features = vqgan.quant_conv(vqgan.encoder(photos * 2 - 1)).permute(0, 2, 3, 1).reshape(-1, 16)
+    centroids = vqgan.quantize.proj.weight[:, :, 0, 0]
+    nearest = torch.cdist(features, centroids).argmin(1)
+    assert torch.equal(vqgan.encode(photos).flatten(), nearest)
+    assert vqgan.encode(photos).unique().numel() > before
+
+
 def test_batch_size_must_be_positive(small_data, tmp_path):  # noqa: F811
     with pytest.raises(ValueError, match="encode_batch_size"):
         prepare_run(_config(small_data, tmp_path, "gumbel"), tmp_path / "run", None, encode_batch_size=0)
@@ -83,7 +108,7 @@ from accelerate import Accelerator
 
 import rudolph_ft.tokenizer
 import rudolph_ft.train.prepare as prepare
-from rudolph_ft.model.vqgan import VQGAN
+from rudolph_ft.model.vqgan import VQGAN, load_vqgan
 from rudolph_ft.train.config import load_train_config
 
 counts = {"encoded": 0, "checked": 0, "learned": 0}

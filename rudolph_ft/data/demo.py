@@ -28,8 +28,10 @@ from PIL import Image
 
 from .config import ARTICLE_COLUMNS
 from .demo_draw import PAINTERS, random_scene, render
+from .demo_styles import BOWL_PAINTERS, PORTIONS, random_bowl_scene, render_bowls
 
-__all__ = ["DEMO_DATA", "Dish", "DISHES", "DemoSample", "demo_data_dir", "demo_sample", "ensure_demo_data", "make_demo"]
+__all__ = ["DEMO_DATA", "Dish", "DISHES", "BOWL_DISHES", "STYLES", "DemoSample", "demo_data_dir", "demo_sample",
+           "ensure_demo_data", "make_demo"]
 
 # The demo set's folder in the checkout, and its name in run configs (configs/demo.yaml, the `data.path` default).
 DEMO_DATA = "data/demo"
@@ -74,6 +76,23 @@ DISHES: tuple[Dish, ...] = (
     Dish("buckwheat", "гречка", "portion of 200 g", (8.4, 2.2, 42.0, 221), (0.8, 1.25), False),
 )
 
+# The `bowls` style (`demo_styles`): eight other dishes, each in a bowl (soups, porridge) or on a plate, in portions
+# of 0.5x to 1.6x the unit (the food's area). A held-out check of the demo's training setup.
+BOWL_DISHES: tuple[Dish, ...] = (
+    Dish("okroshka", "окрошка", "bowl of 300 g", (7.5, 6.9, 14.4, 150), PORTIONS, False),
+    Dish("solyanka", "солянка", "bowl of 300 g", (12.0, 15.0, 6.0, 207), PORTIONS, False),
+    Dish("ukha", "уха", "bowl of 300 g", (15.0, 4.5, 9.0, 137), PORTIONS, False),
+    Dish("ovsyanka", "овсянка", "bowl of 250 g", (8.0, 6.0, 38.0, 238), PORTIONS, False),
+    Dish("vinegret", "винегрет", "portion of 200 g", (3.2, 10.0, 21.0, 186), PORTIONS, False),
+    Dish("olivie", "оливье", "portion of 200 g", (11.0, 33.0, 14.0, 397), PORTIONS, False),
+    Dish("golubtsy", "голубцы", "two rolls, 300 g", (21.0, 24.0, 27.0, 408), PORTIONS, False),
+    Dish("kotleta", "котлета с пюре", "cutlet and mash, 300 g", (18.0, 20.0, 30.0, 372), PORTIONS, False),
+)
+_BOWL_SERVED = {"okroshka", "solyanka", "ukha", "ovsyanka"}
+
+#: demo styles: name -> its dishes (`closeup`, the default, is the checkout's data/demo)
+STYLES: dict[str, tuple[Dish, ...]] = {"closeup": DISHES, "bowls": BOWL_DISHES}
+
 _IMAGE_NAME = re.compile(r"^\d{4,}_[a-z]+\.jpg$")
 
 
@@ -88,25 +107,41 @@ class DemoSample:
     image: Image.Image
 
 
-def demo_sample(index: int, seed: int = 0, size: int = 128, amount: float | None = None) -> DemoSample:
-    """Draw demo photo `index` of the set made with `seed`: dish `DISHES[index % 10]`, random scene and portion.
+def demo_sample(index: int, seed: int = 0, size: int = 128, amount: float | None = None,
+                style: str = "closeup") -> DemoSample:
+    """Draw demo photo `index` of the set made with `seed`: dish `index mod dishes` of the style, random scene and
+    portion.
 
     Args:
         index: the sample number.
         seed: the dataset seed.
         size: side of the square photo in pixels.
         amount: force this portion instead of the random one (the scene stays the same); 0 draws the empty plate.
+        style: `closeup` (the default: `DISHES`, `demo_draw`) or `bowls` (`BOWL_DISHES`, `demo_styles`).
     """
+    dishes = _style_dishes(style)
+    dish = dishes[index % len(dishes)]
+    if style == "bowls":
+        rng = np.random.default_rng([seed, index, 1])  # not the closeup stream: other scenes for the same seed
+        scene = random_bowl_scene(rng, bowl=dish.slug in _BOWL_SERVED)
+        drawn = dish.draw_amount(rng) if amount is None else amount
+        painter = BOWL_PAINTERS[dish.slug] if drawn > 0 else None
+        return DemoSample(index, dish, drawn, dish.nutrients(drawn), render_bowls(scene, painter, drawn, size))
     rng = np.random.default_rng([seed, index])
-    dish = DISHES[index % len(DISHES)]
     scene = random_scene(rng)
     drawn = dish.draw_amount(rng) if amount is None else amount
     painter = PAINTERS[dish.slug] if drawn > 0 else None
     return DemoSample(index, dish, drawn, dish.nutrients(drawn), render(scene, painter, drawn, size))
 
 
+def _style_dishes(style: str) -> tuple[Dish, ...]:
+    if style not in STYLES:
+        raise ValueError(f"unknown demo style {style!r}: use one of {', '.join(STYLES)}")
+    return STYLES[style]
+
+
 def make_demo(out: str | Path, n: int = 300, seed: int = 0, size: int = 128, quality: int = 90, *,
-              named: str | Path | None = None) -> Path:
+              named: str | Path | None = None, style: str = "closeup") -> Path:
     """Write a demo dataset: `out/images/NNNN_<dish>.jpg`, `out/data.csv` (the article's columns) and a README.
 
     Re-running with the same arguments writes byte-identical files; photos of an earlier run that the new
@@ -119,22 +154,24 @@ def make_demo(out: str | Path, n: int = 300, seed: int = 0, size: int = 128, qua
         size: photo side in pixels.
         quality: JPEG quality.
         named: the folder the README's command names (default: `out`; another when `out` is a staging folder).
+        style: `closeup` (the default, the checkout's data/demo) or `bowls` (other dishes, drawn another way).
 
     Returns:
         The written `data.csv`.
     """
     if n < 1 or size < 16:
         raise ValueError(f"need n >= 1 and size >= 16, got n={n}, size={size}")
+    dishes = _style_dishes(style)
     out = Path(out)
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
-    names = {f"{i:04d}_{DISHES[i % len(DISHES)].slug}.jpg" for i in range(n)}
+    names = {f"{i:04d}_{dishes[i % len(dishes)].slug}.jpg" for i in range(n)}
     for stale in images.iterdir():
         if _IMAGE_NAME.match(stale.name) and stale.name not in names:
             stale.unlink()
     rows = []
     for i in range(n):
-        sample = demo_sample(i, seed, size)
+        sample = demo_sample(i, seed, size, style=style)
         relative = f"images/{i:04d}_{sample.dish.slug}.jpg"
         sample.image.save(out / relative, quality=quality, optimize=True)
         rows.append({"index": str(i), **sample.nutrients, "name": sample.dish.name, "path": relative})
@@ -143,7 +180,7 @@ def make_demo(out: str | Path, n: int = 300, seed: int = 0, size: int = 128, qua
         writer = csv.DictWriter(handle, fieldnames=list(ARTICLE_COLUMNS), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    (out / "README.md").write_text(_readme(Path(named or out), n, seed, size, quality), encoding="utf-8")
+    (out / "README.md").write_text(_readme(Path(named or out), n, seed, size, quality, style), encoding="utf-8")
     return table
 
 
@@ -184,15 +221,19 @@ def ensure_demo_data(folder: str | Path | None = None, *, n: int = 300,
     return folder
 
 
-def _readme(out: Path, n: int, seed: int, size: int, quality: int) -> str:
+def _readme(out: Path, n: int, seed: int, size: int, quality: int, style: str = "closeup") -> str:
     command = f"rudolph-ft data demo --out {shlex.quote(out.as_posix())} --n {n} --seed {seed} --size {size}"
     if quality != 90:
         command += f" --quality {quality}"
-    dishes = "\n".join(
+    if style != "closeup":
+        command += f" --style {style}"
+    dishes = _style_dishes(style)
+    table = "\n".join(
         f"| {d.name} | {d.unit} | {' / '.join(f'{v:g}' for v in d.per_unit)} | "
         f"{'pieces' if d.pieces else 'size x'} {d.amounts[0]:g}..{d.amounts[1]:g} |"
-        for d in DISHES
+        for d in dishes
     )
+    purpose, layout, spread = _STYLE_TEXT[style]
     return f"""# Demo food dataset (synthetic)
 
 {n} food photos, {size}x{size} px, **drawn by a program** (Pillow + numpy): no real photo, no real label.
@@ -200,19 +241,32 @@ Made with rudolph-ft (`rudolph_ft/data/demo.py`) by
 
     {command}
 
-which rewrites identical files (same seed, Pillow {Image.__version__} and numpy {np.__version__} here). It is the
-default data of the quick start: small enough to fine-tune a tiny model on a CPU.
+which rewrites identical files (same seed, Pillow {Image.__version__} and numpy {np.__version__} here). {purpose}
 
 `data.csv` has the article's columns `{', '.join(ARTICLE_COLUMNS)}` (protein g, fat g, carbohydrates g,
-kcal, dish name, image path relative to this folder). Photo `i` shows dish number `i mod {len(DISHES)}` below in a
-close-up from above (the plate fills the photo; random table, white or cream plate, a slight camera shift, mild
-random light) with a random portion: a heap whose area grows in proportion to the portion, or a number of pieces.
+kcal, dish name, image path relative to this folder). Photo `i` shows dish number `i mod {len(dishes)}` below {layout}.
 Its nutrients are the per-unit values times the portion, rounded like a label (grams to one decimal, kcal to an
-integer), so the dish gives the kcal to within about a fifth, and the portion seen in the photo gives the rest.
+integer), so the dish gives the kcal to within {spread}, and the portion seen in the photo gives the rest.
 
 | dish | unit | protein / fat / carbs g / kcal per unit | portion drawn |
 | --- | --- | --- | --- |
-{dishes}
+{table}
 
 License: generated data, free to use (same license as rudolph-ft).
 """
+
+
+# per style: what the set is for, how photo i is drawn, how far the dish alone is from the kcal (README text)
+_STYLE_TEXT = {
+    "closeup": ("""It is the
+default data of the quick start: small enough to fine-tune a tiny model on a CPU.""", """in a
+close-up from above (the plate fills the photo; random table, white or cream plate, a slight camera shift, mild
+random light) with a random portion: a heap whose area grows in proportion to the portion, or a number of pieces""",
+                "about a fifth"),
+    "bowls": ("""It is the
+demo's second style: a held-out check of the quick start's training setup on other dishes drawn another way.""",
+              """from
+above, in the `bowls` style (a bowl or a plate of a random colour covering about 60% of the photo, at a random spot on
+a plain table of a random colour, random light) with a random portion: food whose area grows in proportion to it""",
+              "a factor of about 1.8"),
+}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -115,6 +116,14 @@ def _prepare(config: TrainConfig, run_dir: Path, checkpoint: Path | None, echo, 
     _check_vocabularies(model.config, tokenizer, vqgan)
     components = Components(model, tokenizer, vqgan)
     with _encoder_on(vqgan, device):
+        if config.vqgan.fit == "kmeans":  # before any encoding; a resumed run refits the same (seeded, same photos)
+            if not random_vqgan or config.model.pretrained:  # a trained model's codes must stay the ones it knows
+                raise ValueError(f"vqgan.fit=kmeans is for from-scratch runs on a random-weight VQGAN preset (tiny), "
+                                 f"not vqgan.name={config.vqgan.name} with model.pretrained={config.model.pretrained}: "
+                                 "set vqgan.fit=none")
+            photos = torch.stack([train_set[i]["image"] for i in range(len(train_set))])
+            fit_kmeans_quantizer(vqgan, photos, seed=config.train.seed)
+            echo(f"vqgan: code projection fitted by k-means to {len(photos)} training photos")
         train = _examples(train_set, components, config, echo, batch_size)
         val = _examples(val_set, components, config, echo, batch_size)
     echo(f"data: {len(train)} training and {len(val)} validation examples")
@@ -292,6 +301,35 @@ def _examples(dataset, components: Components, config: TrainConfig, echo, batch_
     return Examples(codes=codes, captions=captions, r_text=r_text, meta=meta)
 
 
+@torch.inference_mode()
+def fit_kmeans_quantizer(vqgan, images: torch.Tensor, *, iterations: int = 25, seed: int = 0,
+                         batch_size: int = 50) -> None:
+    """Replace a VQGAN's code projection by k-means centroids of its encoder features on `images` (B, 3, S, S).
+
+    The codebook logits are `proj(z)`; with weight c_k and bias -|c_k|^2 / 2 their argmax is the nearest centroid, so
+    the codes become a k-means vector quantizer of the encoder's features, fitted to the photos without labels
+    (centroids start on random features; an empty cluster restarts on a random feature). A random projection, by
+    contrast, uses about half the codebook of the tiny VQGAN and splits features by direction alone. The decoder and
+    the codebook embeddings (image generation) are left as they are.
+    """
+    device = vqgan.quantize.proj.weight.device
+    features = torch.cat([vqgan.quant_conv(vqgan.encoder(images[i:i + batch_size].to(device) * 2 - 1))
+                          for i in range(0, len(images), batch_size)])  # (N, z_channels, h, w)
+    points = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).float().cpu()  # (N*h*w, z_channels)
+    count = vqgan.quantize.proj.out_channels
+    generator = torch.Generator().manual_seed(seed)
+    centroids = points[torch.randperm(len(points), generator=generator)[:count]].clone()
+    for _ in range(iterations):
+        nearest = torch.cdist(points, centroids).argmin(1)
+        sums = torch.zeros_like(centroids).index_add_(0, nearest, points)
+        sizes = torch.bincount(nearest, minlength=count)
+        restart = points[torch.randint(len(points), (count,), generator=generator)]
+        centroids = torch.where((sizes == 0)[:, None], restart, sums / sizes.clamp(min=1)[:, None])
+    proj = vqgan.quantize.proj
+    proj.weight.copy_(centroids[:, :, None, None].to(proj.weight))
+    proj.bias.copy_((-centroids.square().sum(1) / 2).to(proj.bias))
+
+
 def dihedral(images: torch.Tensor, view: int) -> torch.Tensor:
     """View `view` (0..7) of the dihedral group: rotation by 90 degrees x (view % 4), mirrored when view >= 4."""
     images = torch.rot90(images, view % 4, dims=(-2, -1))
@@ -315,14 +353,46 @@ def _image_codes(dataset, vqgan, config: TrainConfig, image_seq_length: int, bat
                           seed=config.train.seed, batch_size=batch_size)
         return cache.codes_for(dataset, progress=config.logging.progress)
     device = vqgan.encoder.conv_in.weight.device
+    patch = dataset.config.image_size // math.isqrt(image_seq_length)  # pixels per code
+    shifts = _shifts(len(dataset), views, config.train.seed, max(1, patch // 2)) \
+        if config.vqgan.augment == "shift" else None
     batches = []
     for start in range(0, len(dataset), batch_size):
         images = torch.stack([dataset[i]["image"] for i in range(start, min(start + batch_size, len(dataset)))])
-        batches.append(_dihedral_views(vqgan, images.to(device), views))
+        batch_shifts = None if shifts is None else shifts[start:start + len(images)]
+        batches.append(_dihedral_views(vqgan, images.to(device), views, batch_shifts))
     return torch.cat(batches)  # outside inference mode: a normal tensor
 
 
+def _shifts(count: int, views: int, seed: int, most: int) -> torch.Tensor:
+    """(count, views, 2) pixel shifts (dy, dx) in [-most, most] of each photo's views, drawn from `seed`; view 0 and
+    the other first 8 (the plain dihedral views) unshifted. A shift that is not a multiple of the VQGAN's patch moves
+    every patch boundary: new codes for the same picture, which a tokenizer that hashes patches needs to see."""
+    generator = torch.Generator().manual_seed(seed * 104_729 + 17)
+    shifts = torch.randint(-most, most + 1, (count, views, 2), generator=generator)
+    shifts[:, :8] = 0
+    return shifts
+
+
+def shift_image(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """(B, 3, S, S) images moved by (dy, dx) pixels, the edge pixels repeated into the uncovered border."""
+    if dy == 0 and dx == 0:
+        return images
+    pad = max(abs(dy), abs(dx))
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad), mode="replicate")
+    size_y, size_x = images.shape[-2:]
+    return padded[..., pad - dy:pad - dy + size_y, pad - dx:pad - dx + size_x]
+
+
 @torch.inference_mode()
-def _dihedral_views(vqgan, images: torch.Tensor, views: int) -> torch.Tensor:
-    """(B, 3, S, S) images -> (B, views, h*w) argmax codes of their first `views` dihedral views, on the CPU."""
-    return torch.stack([vqgan.encode(dihedral(images, view)) for view in range(views)], dim=1).cpu()
+def _dihedral_views(vqgan, images: torch.Tensor, views: int, shifts: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, 3, S, S) images -> (B, views, h*w) argmax codes of dihedral view `v % 8` of each image, moved by
+    `shifts[b, v]` (B, views, 2) pixels when given, on the CPU."""
+    grids = []
+    for view in range(views):
+        turned = dihedral(images, view % 8)
+        if shifts is not None and bool(shifts[:, view].any()):
+            turned = torch.stack([shift_image(turned[b:b + 1], int(dy), int(dx))[0]
+                                  for b, (dy, dx) in enumerate(shifts[:, view].tolist())])
+        grids.append(vqgan.encode(turned))
+    return torch.stack(grids, dim=1).cpu()
