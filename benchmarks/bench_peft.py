@@ -5,12 +5,15 @@ Per preset and batch size, four cases, each in a fresh process, built with the l
 
     freeze  the article's freeze (the run config's default `freeze.train`: embeddings, layer norms, output head)
     full    every role trains
-    lora    LoRA r=8 on attention + mlp, the base frozen (`finetune.method=lora`, `freeze.train=[]`)
+    lora    LoRA r=8 on attention + mlp, the base frozen (`finetune.method=lora`, `freeze.train=[]`), with the
+            method's default gradient checkpointing
     qlora   the same on an NF4 base (`finetune.method=qlora`; bitsandbytes' CPU kernels where there is no GPU)
+    lora-nockpt  LoRA without gradient checkpointing (`train.gradient_checkpointing=false`)
 
 Random weights (no download), the config's optimizer (`--optimizer`), full-length sequences, `--steps` training
-steps (forward with the loss, backward, clip, optimizer step, zero_grad); the step time is the median after the
-first step. Trainable parameters, peak memory and step time come with ratios to the article's freeze.
+steps (forward with the loss, backward, clip, optimizer step, zero_grad); the step time (wall) and the process's
+CPU time per step (summed over its threads: steadier where other jobs share the cores) are medians after the first
+step. Trainable parameters, peak memory and step time come with ratios to the article's freeze.
 
 On the CPU (fp32) the peak is measured as benchmarks/bench_memory.py does: the worker first trains one step of a
 tiny model (kernels and libraries resident), takes VmRSS as the baseline, resets VmHWM (`/proc/self/clear_refs`)
@@ -45,6 +48,8 @@ CASES = {
     "full": ["freeze.train=[token_embeddings, position_embeddings, layer_norms, attention, mlp, output_head]"],
     "lora": ["finetune.method=lora", "freeze.train=[]", "lora.r=8", "lora.targets=[attention, mlp]"],
     "qlora": ["finetune.method=qlora", "freeze.train=[]", "lora.r=8", "lora.targets=[attention, mlp]"],
+    "lora-nockpt": ["finetune.method=lora", "freeze.train=[]", "lora.r=8", "lora.targets=[attention, mlp]",
+                    "train.gradient_checkpointing=false"],
 }
 QLORA_CONFIG = ROOT / "configs" / "borscht-2.7b-qlora.yaml"
 _HEADROOM = 0.9  # of the free memory a case may plan to use
@@ -73,9 +78,10 @@ def case_config(preset: str, batch: int, case: str, *, device: str, optimizer: s
 
     path = QLORA_CONFIG if case == "config" else None
     overrides = [] if case == "config" else [f"model.name={preset}", *CASES[case],
-                                             f"train.gradient_checkpointing={str(checkpointing).lower()}",
                                              f"train.precision={'bf16' if device == 'cuda' else 'no'}"]
     overrides += ["model.pretrained=false", f"train.batch_size={batch}", *(extra or [])]
+    if checkpointing:  # else the method's default: on for lora / qlora, off for the freeze and full fine-tuning
+        overrides.append("train.gradient_checkpointing=true")
     if optimizer:
         overrides.append(f"optim.name={optimizer}")
     return load_train_config(path, overrides, echo=lambda message: None)
@@ -106,18 +112,19 @@ def build(config, device):
     return arch, model, optimizer
 
 
-def train_steps(config, device, steps: int) -> list[float]:
-    """`steps` training steps as `Trainer._optimizer_step` runs them; the wall time of each."""
+def train_steps(config, device, steps: int) -> tuple[list[float], list[float]]:
+    """`steps` training steps as `Trainer._optimizer_step` runs them; the wall and process CPU time of each (the
+    CPU time, summed over threads, is steadier than the wall time where other jobs share the cores)."""
     import torch
     from bench_memory import batch_ids
 
     arch, model, optimizer = build(config, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.train.precision == "bf16")
-    times = []
+    times, cpu_times = [], []
     for step in range(steps):
         ids = batch_ids(arch, config.train.batch_size, step).to(device)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         with autocast:
             loss = model(ids, loss_weights=tuple(config.train.loss_weights)).loss
         loss.backward()
@@ -127,7 +134,8 @@ def train_steps(config, device, steps: int) -> list[float]:
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return times
+        cpu_times.append(time.process_time() - cpu_start)
+    return times, cpu_times
 
 
 def worker(args) -> None:
@@ -157,10 +165,11 @@ def worker(args) -> None:
     else:
         baseline = _status("VmRSS")
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    times = train_steps(config, device, args.steps)
+    times, cpu_times = train_steps(config, device, args.steps)
     measured = (torch.cuda.max_memory_allocated() if device.type == "cuda" else _status("VmHWM")) - baseline
     print(json.dumps({"measured": measured, "estimated": plan.peak(1, "ddp"), "trainable": plan.trainable_params,
                       "total": plan.total_params, "step_s": statistics.median(times[1:] or times), "times": times,
+                      "cpu_s": statistics.median(cpu_times[1:] or cpu_times),
                       "optimizer": config.optim.name, "checkpointing": plan.gradient_checkpointing}))
 
 
@@ -184,7 +193,7 @@ def run_case(args, preset: str, batch: int, case: str, device: str) -> dict:
     argv = [sys.executable, __file__, "--worker", "--device", device, "--preset", preset, "--batch", str(batch),
             "--case", case, "--steps", str(args.steps), "--threads", str(args.threads)]
     argv += ["--optimizer", args.optimizer] if args.optimizer else []
-    argv += ["--checkpointing"] if config.train.gradient_checkpointing else []
+    argv += ["--checkpointing"] if config.gradient_checkpointing else []
     for item in args.override:
         argv += ["--override", item]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MALLOC_MMAP_THRESHOLD_": "65536", "HF_HUB_OFFLINE": "1"}
@@ -203,22 +212,26 @@ def _with_ratios(rows: list[dict]) -> list[dict]:
         if ref and "measured" in row:
             row["mem_ratio"] = row["measured"] / ref["measured"]
             row["time_ratio"] = row["step_s"] / ref["step_s"]
+            row["cpu_ratio"] = row["cpu_s"] / ref["cpu_s"]
     return rows
 
 
 def print_table(rows: list[dict], title: str) -> None:
     print(title)
-    header = (f"{'preset':<6} {'batch':>5} {'case':<7} {'trainable':>13} {'peak MiB':>9} {'plan MiB':>9} "
-              f"{'step s':>7} {'mem x':>6} {'time x':>6}")
+    header = (f"{'preset':<6} {'batch':>5} {'case':<11} {'ckpt':<4} {'trainable':>13} {'peak MiB':>9} "
+              f"{'plan MiB':>9} {'step s':>7} {'cpu s':>7} {'mem x':>6} {'time x':>6} {'cpu x':>6}")
     print(header)
     print("-" * len(header))
     for row in rows:
-        head = f"{row['preset']:<6} {row['batch']:>5} {row['case']:<7}"
+        head = f"{row['preset']:<6} {row['batch']:>5} {row['case']:<11}"
         if "skipped" in row or "error" in row:
             print(f"{head} {'skipped: ' + row['skipped'] if 'skipped' in row else 'error: ' + row['error']}")
             continue
-        print(f"{head} {row['trainable']:>13,} {row['measured'] / MIB:>9.0f} {row['estimated'] / MIB:>9.0f} "
-              f"{row['step_s']:>7.2f} {cell(row.get('mem_ratio'), '6.2f')} {cell(row.get('time_ratio'), '6.2f')}")
+        ckpt = "on" if row["checkpointing"] else "off"
+        print(f"{head} {ckpt:<4} {row['trainable']:>13,} {row['measured'] / MIB:>9.0f} "
+              f"{row['estimated'] / MIB:>9.0f} {row['step_s']:>7.2f} {row['cpu_s']:>7.2f} "
+              f"{cell(row.get('mem_ratio'), '6.2f')} {cell(row.get('time_ratio'), '6.2f')} "
+              f"{cell(row.get('cpu_ratio'), '6.2f')}")
 
 
 def main() -> None:

@@ -26,6 +26,9 @@ _LAZY = {
     "Trainer": "rudolph_ft.train.loop",
     "load_train_config": "rudolph_ft.train.config",
     "preprocess_image": "rudolph_ft.data.images",
+    "Task": "rudolph_ft.tasks",
+    "TASKS": "rudolph_ft.tasks",
+    "get_task": "rudolph_ft.tasks",
 }
 
 __all__ = ["RuDolphConfig", "VQGANConfig", "MODEL_PRESETS", "VQGAN_PRESETS", *_LAZY]

@@ -65,8 +65,13 @@ def data_check(
     import json
 
     from .data import DataError, check_data
+    from .data.tasks_data import is_task_table, read_task_table
 
     try:
+        if is_task_table(data):  # a multitask table (task, left_text, image, right_text)
+            checked = read_task_table(data, images_root, strict=False, allow_outside_root=allow_outside_root)
+            typer.echo(checked.summary())
+            raise typer.Exit(1 if strict and checked.problems else 0)
         config = _data_config(data, images_root, template, caption_column, image_column, numeric, required, label,
                               allow_outside_root)
         report = check_data(config, progress=True)
@@ -84,13 +89,26 @@ def data_demo(
     seed: int = typer.Option(0, help="dataset seed"),
     size: int = typer.Option(128, help="photo side in pixels"),
     quality: int = typer.Option(90, help="JPEG quality"),
+    style: str = typer.Option("closeup", help="drawing style: closeup (the quick start's ten dishes) or bowls "
+                              "(eight other dishes, bowls and plates on random-colour tables, portions 0.5-1.6x)"),
+    tasks: bool = typer.Option(False, "--tasks", help="also write multitask rows (tasks.jsonl, tasks_val.jsonl): "
+                               "questions about each photo (VQA) and about the dishes' nutrition (text QA)"),
 ) -> None:
     """Draw a synthetic food-photo dataset in the article's CSV format (deterministic for a seed)."""
-    from .data.demo import make_demo
+    from .data.demo import STYLES, make_demo
 
-    table = make_demo(out, n=n, seed=seed, size=size, quality=quality)
+    if style not in STYLES:
+        typer.echo(f"error: unknown --style {style!r}: use one of {', '.join(STYLES)}", err=True)
+        raise typer.Exit(2)
+    table = make_demo(out, n=n, seed=seed, size=size, quality=quality, style=style)
     total = sum(path.stat().st_size for path in table.parent.rglob("*") if path.is_file())
     typer.echo(f"wrote {n} photos and {table} ({total / 1e6:.2f} MB)")
+    if tasks:
+        from .data.demo_tasks import write_demo_tasks
+
+        for path in write_demo_tasks(table, style=style):
+            rows = sum(1 for _ in path.open(encoding="utf-8"))
+            typer.echo(f"wrote {rows} multitask rows to {path}")
 
 
 @data_app.command("stats")
@@ -462,6 +480,47 @@ def classify(
                 for name, probability, perplexity in ranked:
                     typer.echo(f"  {probability:7.4f}  ppl {perplexity:12.3f}  {name}")
     _finish(results, failures, json_output)
+
+
+@app.command()
+def ask(
+    photo: str = typer.Argument(..., help="image file"),
+    question: str = typer.Argument(..., help="the question, e.g. 'сколько здесь калорий?'"),
+    options: str | None = typer.Option(None, "--options", help="answer options separated by ';' (the model names "
+                                       "one, e.g. 'борщ; плов')"),
+    model: str = _MODEL, tokenizer: str | None = _TOKENIZER, vqgan: str | None = _VQGAN, device: str | None = _DEVICE,
+    offline: bool = _OFFLINE, seed: int = _SEED,
+    top_k: int | None = typer.Option(None, "--top-k", help="sample among the k most likely tokens (1: greedy; "
+                                     "default: the FBC2 baseline's 32)"),
+    top_p: float | None = typer.Option(None, "--top-p", help="then among the most likely tokens holding this "
+                                       "probability (default 0.8)"),
+    temperature: float | None = typer.Option(None, "--temperature", help="sampling temperature (default 1.0)"),
+    json_output: bool = _JSON,
+) -> None:
+    """Answer a question about a photo (visual QA, the FBC2 model's task; other models get it as plain text)."""
+    import warnings
+
+    from .pipelines import answer
+    from .pipelines.inputs import open_images
+
+    images, errors = open_images([photo])  # before the model loads: a wrong path fails at once
+    if errors:
+        typer.echo(f"error: {errors[0]}", err=True)
+        raise typer.Exit(1)
+    components, _ = _load(model, tokenizer, vqgan, device, offline, "auto")
+    choices = [o.strip() for o in options.split(";") if o.strip()] if options else None
+    sampling = {k: v for k, v in dict(top_k=top_k, top_p=top_p, temperature=temperature).items() if v is not None}
+    with warnings.catch_warnings(record=True) as caught:  # "no task tokens": one plain line, not a traceback-like one
+        warnings.simplefilter("always")
+        text = answer(components, images[0][1], question, choices, seed=seed, **sampling)
+    for warning in caught:
+        typer.echo(f"warning: {warning.message}", err=True)
+    if json_output:
+        import json
+
+        text = json.dumps({"image": photo, "question": question, "options": choices, "answer": text},
+                          ensure_ascii=False)
+    typer.echo(text)
 
 
 @app.command()

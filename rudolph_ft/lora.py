@@ -37,7 +37,7 @@ from torch import nn
 
 from .config import MODEL_PRESETS
 from .io import atomic_write
-from .model.rudolph import RuDolph, register_head_rows_forward
+from .model.rudolph import RuDolph, dropout, register_head_rows_forward
 from .train.optim import _import_bitsandbytes
 
 __all__ = [
@@ -176,12 +176,29 @@ def apply_lora(model: RuDolph, settings: LoraSettings, *, compute_dtype: torch.d
                         bias="none")
     training = model.training
     model = inject_adapter_in_model(config, model)
+    _use_model_dropout(model)
     model.train(training)  # peft's new layers start in training mode: an eval model would drop adapter inputs
     for name, param in model.named_parameters():
         param.requires_grad_(".lora_" in name)
     model._lora_settings = settings  # what save_adapter records in base.json
     model._lora_modules = names
     return model
+
+
+class _AdapterDropout(nn.Dropout):
+    """The adapters' input dropout through the model's `dropout`: on the CPU its masks come 16 bits at a time
+    (`_Dropout16`) where `nn.Dropout` draws `bernoulli_` per element, which took ~20 % of a 350M LoRA step."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+
+def _use_model_dropout(model: nn.Module) -> None:
+    """Swap peft's `nn.Dropout` on every adapter's input for `_AdapterDropout` (same p, same place)."""
+    for module in model.modules():
+        for name, layer in getattr(module, "lora_dropout", {}).items():
+            if type(layer) is nn.Dropout:
+                module.lora_dropout[name] = _AdapterDropout(layer.p)
 
 
 def adapter_parameters(model: nn.Module) -> dict[str, nn.Parameter]:

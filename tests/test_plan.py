@@ -244,8 +244,20 @@ def test_lora_activation_bytes_equal_what_autograd_saves(batch, overrides, preci
     """Within 1%, as for full fine-tuning: adapters save their dropout mask (the CPU's: fp32 noise), the dropped
     input and A x; frozen (and NF4) base linears no input; nothing below the first adapter when nothing trains."""
     cfg = config(SMALL[:-1] + f", attention_dropout_prob: {attention_dropout}}}", f"train.batch_size={batch}",
-                 f"train.precision={precision}", *overrides)
+                 f"train.precision={precision}", *overrides, "train.gradient_checkpointing=false")
     assert memory_plan(cfg, device="cpu").activation_bytes == pytest.approx(_saved_bytes(cfg), rel=0.01)
+
+
+def test_lora_checkpoints_layers_by_default():
+    """train.gradient_checkpointing null: on for lora / qlora (each layer keeps its input only), off for full."""
+    cfg = config(SMALL, "train.batch_size=2", *LORA)
+    assert cfg.train.gradient_checkpointing is None and cfg.gradient_checkpointing
+    plan, kept = memory_plan(cfg, device="cpu"), memory_plan(cfg.replace(train={**cfg.train.model_dump(),
+                                                                                "gradient_checkpointing": False}))
+    assert plan.gradient_checkpointing and not kept.gradient_checkpointing
+    assert plan.activation_bytes < kept.activation_bytes / 3
+    assert plan.activation_bytes == pytest.approx(_saved_bytes(cfg), rel=0.02)  # what autograd saves around them
+    assert not config(SMALL).gradient_checkpointing
 
 
 def test_qlora_peak_matches_the_measured_peak_of_training_steps():
@@ -259,7 +271,10 @@ def test_qlora_peak_matches_the_measured_peak_of_training_steps():
               "--batch", "2", "--optimizer", "adamw", "--steps", "2", "--threads", "1",
               "--override", "model.overrides={hidden_size: 192, num_attention_heads: 4, num_layers: 2, "
               "vocab_size: 1064, image_vocab_size: 1024}"]
-    done = subprocess.run([*common, "--case", "qlora"], capture_output=True, text=True, env=env, timeout=120)
+    # without checkpointing, as the LoRA activation test: under it, adapter dropout's recompute adds a transient the
+    # plan leaves out, ~10% at this width (2 x 192) and 1.9% at 350M (1597 MiB measured vs 1567 planned, b2)
+    done = subprocess.run([*common, "--override", "train.gradient_checkpointing=false", "--case", "qlora"],
+                          capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["estimated"] == pytest.approx(result["measured"], rel=0.10), result

@@ -1,4 +1,5 @@
-"""What users do with a (fine-tuned) RuDOLPH: caption a photo, rerank, classify zero-shot, draw, predict nutrients.
+"""What users do with a (fine-tuned) RuDOLPH: caption a photo, rerank, classify zero-shot, draw, predict nutrients,
+and the FBC2 tasks (`answer`: visual QA, `answer_text`: text / math QA, `read_text`, `continue_text`).
 
 Every function takes a `Components` (model + tokenizer + VQGAN, see `rudolph_ft.components.load_components`)
 first; images may be paths, PIL images or (3, H, W) tensors in [0, 1]. Prompts and scores follow the reference
@@ -18,6 +19,16 @@ from .predict import CaptionEvidence, NutritionPrediction, predict_nutrition, pr
 from .prompts import STYLES, Prompter
 from .rerank import RankedCaption, RankedImage, rerank_by_image, rerank_by_text
 from .sampling import SamplingSettings
+from .tasks import (
+    answer,
+    answer_batch,
+    answer_text,
+    answer_text_batch,
+    continue_text,
+    continue_text_batch,
+    read_text,
+    read_text_batch,
+)
 from .text_to_image import GeneratedImages, generate_images, image_grid
 from .zero_shot import ZeroShotResult, zero_shot_classify
 
@@ -29,4 +40,6 @@ __all__ = [
     "GeneratedImages", "generate_images", "image_grid",
     "ParsedCaption", "parse_caption", "aggregate", "format_caption",
     "CaptionEvidence", "NutritionPrediction", "predict_nutrition", "predict_nutrition_batch",
+    "answer", "answer_batch", "answer_text", "answer_text_batch", "read_text", "read_text_batch",
+    "continue_text", "continue_text_batch",
 ]

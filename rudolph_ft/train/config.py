@@ -40,7 +40,7 @@ from .freeze import ADAPTERS, ROLES, FreezeConfig
 __all__ = ["DEMO_CONFIG", "TrainConfig", "ConfigError", "load_train_config", "read_train_config", "apply_overrides",
            "resolve_data_path", "describe_keys", "format_keys", "ModelSection", "TokenizerSection", "VQGANSection",
            "DataSection", "OptimSection", "ScheduleSection", "TrainSection", "LoggingSection", "EvalSection",
-           "CheckpointSection"]
+           "CheckpointSection", "TasksSection"]
 
 # The quick-start demo run, shipped inside the package (configs/demo.yaml in the checkout links to it).
 DEMO_CONFIG = Path(__file__).parents[1] / "configs" / "demo.yaml"
@@ -114,8 +114,12 @@ class VQGANSection(_Section):
     name: StrictStr = _key("sber-gumbel-f8", "VQGAN preset (sber-gumbel-f8, tiny), folder or weights file")
     seed: Whole | None = _key(None, "weight seed of the random-weight presets (tiny)", ge=0)
     views: Whole = _key(1, "image-code views per photo: 1 = argmax codes of the photo; more = augmentation", ge=1)
-    augment: Literal["gumbel", "dihedral"] = _key("gumbel", "extra views: gumbel (sampled codes) or dihedral "
-                                                 "(rotations / flips of the photo, at most 8 views)")
+    augment: Literal["gumbel", "dihedral", "shift"] = _key(
+        "gumbel", "extra views: gumbel (sampled codes), dihedral (rotations / flips of the photo, at most 8 views) "
+        "or shift (dihedral views moved by a random few pixels: any number of views)")
+    fit: Literal["none", "kmeans"] = _key(
+        "none", "kmeans: before encoding, fit a random-weight VQGAN's code projection to k-means centroids of its "
+        "encoder features on the training photos (every code used; labels unused); none: the VQGAN as loaded")
 
 
 class DataSection(_Section):
@@ -167,8 +171,9 @@ class TrainSection(_Section):
     batch_size: Whole = _key(10, "examples per batch, per process", ge=1)
     grad_accum_steps: Whole = _key(1, "batches whose gradients are summed into one optimizer step", ge=1,
                                   validation_alias=AliasChoices("grad_accum_steps", "grad_accum"))
-    gradient_checkpointing: StrictBool = _key(False, "recompute each layer's activations in the backward pass "
-                                             "(less memory, slower)")
+    gradient_checkpointing: StrictBool | None = _key(
+        None, "recompute each layer's activations in the backward pass (less memory, slower)",
+        note=" (or null: on for finetune.method lora / qlora, off for full)")
     strategy: Literal["ddp", "fsdp"] = _key("ddp", "several processes: ddp (replicate the model) or fsdp (shard it)")
     max_grad_norm: Number = _key(1.0, "gradients are clipped to this norm", gt=0)
     loss_weights: tuple[Annotated[Number, Field(ge=0)], Annotated[Number, Field(ge=0)],
@@ -214,6 +219,36 @@ class LoraSection(_Section):
         "targets", "qlora: quantize the adapted linears, or all linears of the transformer layers (least memory)")
 
 
+_Weight = Annotated[Number, Field(ge=0)]
+
+
+class TasksSection(_Section):
+    """Multitask training (FBC2): a table of task rows trained beside data.path, whose rows stay captioning.
+
+    `data.path`'s rows keep the single-task layout (empty left text, `train.loss_weights`), so its food evaluation
+    is unchanged; the table's rows are built by their `rudolph_ft.tasks.Task` (task tokens, dropout, loss weights).
+    """
+
+    path: StrictStr | None = _key(None, "multitask table (CSV / JSONL: task, left_text, image, right_text) trained "
+                                        "beside data.path", note=" (or null: single-task training)")
+    images_root: StrictStr | None = _key(None, "folder the table's image paths are relative to (default: its folder)")
+    loss_weights: dict[StrictStr, tuple[_Weight, _Weight, _Weight]] = _key(
+        dict, "per-task (left text, image, right text) loss weights replacing the Task's, e.g. {vqa: [1, 1, 7]}",
+        expect="a mapping of task names to three numbers >= 0")
+    token_dropout: UnitNumber = _key(0.25, "probability of replacing a row's task token by its side's UNK")
+    balanced: StrictBool = _key(False, "draw each epoch's examples so that every task (data.path's: captioning) is "
+                                       "equally likely, instead of one pass over all rows")
+
+    @model_validator(mode="after")
+    def _known_tasks(self) -> TasksSection:
+        from ..tasks import TASKS
+
+        unknown = sorted(set(self.loss_weights) - set(TASKS))
+        if unknown:
+            raise ValueError(f"tasks.loss_weights: unknown task(s) {', '.join(unknown)}; tasks are {', '.join(TASKS)}")
+        return self
+
+
 class CheckpointSection(_Section):
     every: Whole = _key(500, "save a checkpoint every N steps", note=" (0: only at the end)", ge=0)
     keep: Whole = _key(3, "newest checkpoints kept (older ones are deleted)", ge=1)
@@ -243,6 +278,7 @@ class TrainConfig(BaseModel):
     checkpoint: CheckpointSection = _key(CheckpointSection, "checkpoints")
     finetune: FinetuneSection = _key(FinetuneSection, "full fine-tuning or adapters")
     lora: LoraSection = _key(LoraSection, "the adapters of finetune.method lora / qlora")
+    tasks: TasksSection = _key(TasksSection, "multitask training (a table of task rows beside data.path)")
 
     @model_validator(mode="before")
     @classmethod
@@ -260,6 +296,19 @@ class TrainConfig(BaseModel):
         if self.tokenizer.name is None and not self.tokenizer.train_vocab_size:
             raise ValueError("tokenizer: give a name/path or train_vocab_size to learn one from the captions")
         return self
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        """`train.gradient_checkpointing`, null resolved: on for LoRA / QLoRA, off for full fine-tuning.
+
+        Adapters train on a frozen base, so a LoRA step skips the base's weight gradients and most optimizer work;
+        recomputing the layers in the backward pass spends that saving on memory: at 350M, batch 2 on the CPU, a
+        LoRA step with checkpointing stays near the article freeze's time at about 0.6x its peak memory
+        (`benchmarks/bench_peft.py`). peft's `prepare_model_for_kbit_training` makes the same default for QLoRA.
+        """
+        if self.train.gradient_checkpointing is not None:
+            return self.train.gradient_checkpointing
+        return self.finetune.method != "full"
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with top-level keys changed (e.g. `output_dir`), checked like a loaded config."""
@@ -293,7 +342,8 @@ def _absolute_paths(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, s
     from ..config import VQGAN_PRESETS
 
     keys = [("", "output_dir", True), ("data", "path", True), ("data", "images_root", True),
-            ("data", "cache_dir", True), ("model", "name", False), ("tokenizer", "name", False),
+            ("data", "cache_dir", True), ("tasks", "path", True), ("tasks", "images_root", True),
+            ("model", "name", False), ("tokenizer", "name", False),
             ("vqgan", "name", False)]
     written = {}
     for section, name, always in keys:

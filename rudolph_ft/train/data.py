@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Examples", "batch_order", "assemble_batch"]
+__all__ = ["Examples", "TaskExamples", "batch_order", "balanced_order", "assemble_batch", "assemble_task_batch",
+           "task_examples"]
 
 
 @dataclass
@@ -67,3 +68,68 @@ def assemble_batch(examples: Examples, indices: list[int], *, l_text_seq_length:
         r_text = examples.r_text[index]
     left = torch.zeros(len(indices), l_text_seq_length, dtype=torch.long)
     return torch.cat([left, codes.long(), r_text.long()], dim=1)
+
+
+@dataclass
+class TaskExamples:
+    """The rows of a multitask table, ready to assemble (`assemble_task_batch`).
+
+    Attributes:
+        tasks: the N task names (`rudolph_ft.tasks.TASKS`).
+        left_texts, right_texts: the N texts; the task-token rows are built per step (token dropout).
+        codes: (N, image_seq_length) argmax image codes; 0 for the rows of text tasks (as the FBC2 baseline).
+    """
+
+    tasks: list[str]
+    left_texts: list[str]
+    right_texts: list[str]
+    codes: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+
+@torch.inference_mode()
+def task_examples(table, vqgan, image_size: int, image_seq_length: int, batch_size: int = 16) -> TaskExamples:
+    """Encode a checked `TaskTable`'s images once (each file once, however many rows ask about it)."""
+    from ..data.images import load_image, preprocess_image
+
+    paths = sorted({row.image for row in table.rows if row.image is not None})
+    codes_of = {}
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start:start + batch_size]
+        images = torch.stack([preprocess_image(load_image(path, target_size=image_size), image_size)
+                              for path in chunk])
+        device = vqgan.encoder.conv_in.weight.device
+        codes_of.update(zip(chunk, vqgan.encode(images.to(device)).cpu().long(), strict=True))
+    zeros = torch.zeros(image_seq_length, dtype=torch.long)
+    codes = torch.stack([codes_of[row.image] if row.image is not None else zeros for row in table.rows]) \
+        if table.rows else torch.zeros(0, image_seq_length, dtype=torch.long)
+    return TaskExamples([row.task for row in table.rows], [row.left_text for row in table.rows],
+                        [row.right_text for row in table.rows], codes.clone())
+
+
+def balanced_order(task_of: list[str], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """An epoch of as many examples as `task_of` has, drawn with replacement so that every task is equally likely
+    (each example with probability 1 / (number of tasks x its task's count)); from (seed, epoch) alone."""
+    counts: dict[str, int] = {}
+    for name in task_of:
+        counts[name] = counts.get(name, 0) + 1
+    weights = torch.tensor([1.0 / counts[name] for name in task_of], dtype=torch.double)
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch + 50_021)
+    order = torch.multinomial(weights, len(task_of), replacement=True, generator=generator).tolist()
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def assemble_task_batch(examples: TaskExamples, indices: list[int], layout, *, rng: random.Random,
+                        token_dropout: float) -> torch.Tensor:
+    """(B, S) input ids of multitask rows: each row's `Task.training_rows` (task-token dropout drawn from `rng`,
+    row by row in `indices` order) around its image codes."""
+    from ..tasks import get_task
+
+    rows = []
+    for i in indices:
+        left, right = get_task(examples.tasks[i]).training_rows(
+            layout, examples.left_texts[i], examples.right_texts[i], rng=rng, token_dropout=token_dropout)
+        rows.append(torch.cat([left, examples.codes[i], right]))
+    return torch.stack(rows)

@@ -43,7 +43,7 @@ from .checkpoint import (
     save_rng,
 )
 from .config import TrainConfig, load_train_config
-from .data import assemble_batch, batch_order
+from .data import assemble_batch, balanced_order, batch_order
 from .distributed import (
     fsdp_requested,
     full_state_dict,
@@ -55,6 +55,7 @@ from .distributed import (
 from .freeze import apply_freeze, freeze_table
 from .metrics import DivergenceWatch, MetricsLog
 from .optim import build_optimizer, build_scheduler
+from .plots import TASK_LOSS_PREFIX
 from .prepare import prepare_run
 
 __all__ = ["Trainer", "TrainingStopped", "train", "resume_command"]
@@ -148,10 +149,11 @@ class Trainer:
         random.seed(cfg.train.seed + 1_000_003 * rank)
         self.text_rng = random.Random(cfg.train.seed + 1_000_003 * rank)
         self.prepared = prepare_run(cfg, self.run_dir, checkpoint, echo=self.echo, accelerator=self.accelerator)
+        self.task_data = self._prepare_tasks()
         # the training stream (dropout) starts here, whatever preparation drew (e.g. encoding cache misses)
         torch.manual_seed(cfg.train.seed * 7 + 1 + self.accelerator.process_index)
         model = self.prepared.components.model
-        if cfg.train.gradient_checkpointing:
+        if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         model = self._adapted(model, checkpoint)
         roles = apply_freeze(model, cfg.freeze)
@@ -187,8 +189,11 @@ class Trainer:
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
         """This process's batches of the epoch: each global batch split across processes."""
         cfg, acc = self.config.train, self.accelerator
-        global_batches = batch_order(len(self.prepared.train), cfg.batch_size * acc.num_processes, cfg.seed, epoch,
-                                     drop_last=acc.num_processes > 1)
+        if self.task_data is not None and self.config.tasks.balanced:
+            global_batches = balanced_order(self._task_names(), cfg.batch_size, cfg.seed, epoch)
+        else:
+            global_batches = batch_order(self._num_examples(), cfg.batch_size * acc.num_processes, cfg.seed, epoch,
+                                         drop_last=acc.num_processes > 1)
         return [batch[acc.process_index::acc.num_processes] for batch in global_batches]
 
     def _train(self) -> None:
@@ -281,6 +286,8 @@ class Trainer:
         tokens of the whole global batch, so N processes or K accumulated batches give the same step as one
         process with the whole batch.
         """
+        if self.task_data is not None:
+            return self._multitask_step(group)
         cfg, acc, model = self.config, self.accelerator, self.model
         start = time.perf_counter()
         totals = {"loss": 0.0, "l_text_loss": 0.0, "image_loss": 0.0, "r_text_loss": 0.0}
@@ -314,6 +321,11 @@ class Trainer:
             totals["l_text_loss"] += _value(out.l_text_loss) / len(group)
             totals["image_loss"] += _value(out.image_loss) / len(group)
             totals["r_text_loss"] += _value(out.r_text_loss) * scored[i] * acc.num_processes / max(global_scored, 1)
+        return self._apply_step(totals, samples, start)
+
+    def _apply_step(self, totals: dict, samples: int, start: float) -> dict:
+        """After the backward passes of a step: clip, step the optimizer and scheduler, and the step's metrics."""
+        acc = self.accelerator
         if acc.num_processes > 1:  # the global batch's values: the mean over processes of each one's share
             values = torch.tensor(list(totals.values()), device=acc.device)
             totals = dict(zip(totals, acc.reduce(values, reduction="mean").tolist(), strict=True))
@@ -333,6 +345,97 @@ class Trainer:
                    "grad_norm": grad_norm, "samples_per_s": samples * acc.num_processes / elapsed}
         if not finite:  # which of the loss and its segment losses were NaN/inf
             metrics["non_finite"] = [name for name, value in totals.items() if not math.isfinite(value)]
+        return metrics
+
+    # ---- multitask (tasks.path) ----------------------------------------------------------------------------
+    def _prepare_tasks(self):
+        """The encoded rows of tasks.path, or None for a single-task run."""
+        tasks = self.config.tasks
+        if tasks.path is None:
+            return None
+        if self.accelerator.num_processes > 1:
+            raise ValueError("tasks.path (multitask training) runs in one process for now; launch without torchrun")
+        from ..data.tasks_data import read_task_table
+        from ..tasks import TaskLayout
+        from .data import task_examples
+
+        components = self.prepared.components
+        table = read_task_table(tasks.path, tasks.images_root,
+                                allow_outside_root=self.config.data.allow_outside_root)
+        config = components.model.config
+        examples = task_examples(table, components.vqgan, config.image_size, config.image_seq_length)
+        self.task_layout = TaskLayout(config, components.tokenizer)
+        counts = ", ".join(f"{name} {count}" for name, count in table.counts().items())
+        self.echo(f"tasks: {len(examples)} rows of {tasks.path} ({counts}) beside {len(self.prepared.train)} "
+                  "captioning rows of data.path")
+        return examples
+
+    def _num_examples(self) -> int:
+        """Training examples: data.path's (indices first), then the multitask table's."""
+        return len(self.prepared.train) + (len(self.task_data) if self.task_data is not None else 0)
+
+    def _task_names(self) -> list[str]:
+        """The task of every training example (data.path's rows are captioning)."""
+        return ["captioning"] * len(self.prepared.train) + list(self.task_data.tasks)
+
+    def _task_weights(self, name: str) -> tuple[float, float, float]:
+        """A multitask-table task's (left, image, right) loss weights: tasks.loss_weights, else the Task's."""
+        from ..tasks import get_task
+
+        if name in self.config.tasks.loss_weights:
+            return tuple(self.config.tasks.loss_weights[name])
+        weights = get_task(name).loss_weights
+        return (weights.left, weights.image, weights.right)
+
+    def _task_groups(self, indices: list[int]) -> list[tuple[str, tuple[float, float, float], torch.Tensor]]:
+        """(task, loss weights, (b, S) or (b, l + image) ids) per task of a batch; data.path's rows first, as one
+        captioning group with train.loss_weights and the single-task layout. A group without any right text
+        (generation) stops after the image, as the baseline feeds it."""
+        from .data import assemble_task_batch
+
+        first = len(self.prepared.train)
+        groups = []
+        food = [i for i in indices if i < first]
+        if food:
+            groups.append(("captioning", tuple(self.config.train.loss_weights), self._batch(food)))
+        by_task: dict[str, list[int]] = {}
+        for i in indices:
+            if i >= first:
+                by_task.setdefault(self.task_data.tasks[i - first], []).append(i - first)
+        image_end = self.prepared.l_text_seq_length + self.prepared.components.model.config.image_seq_length
+        for name, rows in by_task.items():
+            ids = assemble_task_batch(self.task_data, rows, self.task_layout, rng=self.text_rng,
+                                      token_dropout=self.config.tasks.token_dropout)
+            if not bool((ids[:, image_end:] != 0).any()):
+                ids = ids[:, :image_end]
+            groups.append((name, self._task_weights(name), ids))
+        return groups
+
+    def _multitask_step(self, group: list[list[int]]) -> dict:
+        """One optimizer step of a multitask run: one forward per task of each batch with that task's loss weights
+        (as the FBC2 baseline's `get_loss`), each task's weighted loss counted by its share of the step's examples
+        (the baseline sums one loss per task present: its scale then grows with the number of tasks in a batch)."""
+        acc = self.accelerator
+        start = time.perf_counter()
+        totals = {"loss": 0.0, "l_text_loss": 0.0, "image_loss": 0.0, "r_text_loss": 0.0}
+        per_task: dict[str, float] = {}
+        samples = sum(len(b) for b in group)
+        for indices in group:
+            for name, weights, input_ids in self._task_groups(indices):
+                share = len(input_ids) / samples
+                with acc.autocast():
+                    out = self.model(input_ids.to(acc.device), loss_weights=weights)
+                    loss = out.loss * share
+                acc.backward(loss)
+                totals["loss"] += loss.item()
+                totals["l_text_loss"] += _value(out.l_text_loss) * share
+                totals["image_loss"] += _value(out.image_loss) * share
+                totals["r_text_loss"] += (_value(out.r_text_loss) if out.r_text_loss is not None else 0.0) * share
+                per_task[name] = per_task.get(name, 0.0) + out.loss.item() * len(input_ids)
+                per_task[f"n_{name}"] = per_task.get(f"n_{name}", 0.0) + len(input_ids)
+        metrics = self._apply_step(totals, samples, start)
+        for name in [key for key in per_task if not key.startswith("n_")]:
+            metrics[f"{TASK_LOSS_PREFIX}{name}"] = per_task[name] / per_task[f"n_{name}"]
         return metrics
 
     def _objective(self, out, r_text_share: float) -> torch.Tensor:
@@ -475,6 +578,10 @@ class Trainer:
         if acc.is_main_process:
             path = commit_checkpoint(tmp, self.progress.step, self.config.checkpoint.keep)
             self.metrics.plot()
+            if self.task_data is not None:
+                from .plots import plot_task_losses
+
+                plot_task_losses(self.metrics.rows, self.run_dir / "task_losses.png")
             self.echo(f"checkpoint: {path}")
 
     def _checkpoint_to_resume(self) -> Path | None:

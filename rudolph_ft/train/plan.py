@@ -22,7 +22,7 @@ finetune.method lora / qlora (`rudolph_ft.lora`) adds r x (in + out) adapter par
 exactly: `target_modules` on the meta model), trainable beside the freeze roles; the base is frozen, fp32 (lora)
 or, for the quantized linears (qlora), NF4: half a byte per weight plus bitsandbytes' double-quantized block scales
 (`_nf4_bytes`). Gradients and optimizer states exist only for trainable tensors. An adapter saves its dropout mask
-(CUDA: bool; the CPU's dropout: an fp32 noise tensor), its dropped input for A and A x for B; a frozen base linear
+(bool), its dropped input for A and A x for B; a frozen base linear
 saves no input (its backward needs only the weight: a bf16 copy under autocast, none for NF4, which is dequantized
 in the backward pass, a layer transient). The first layer's input norm saves nothing when nothing below it trains.
 
@@ -191,7 +191,8 @@ def optimizer_state_bytes(name: str, trainable_sizes: list[int]) -> int:
 
 def model_config(config: TrainConfig) -> RuDolphConfig:
     """The architecture `config.model` names (preset, our model / run directory), with its overrides and
-    `train.gradient_checkpointing`; an official checkpoint file carries no config, so it needs a preset name."""
+    `train.gradient_checkpointing` (null: by the method); an official checkpoint file carries no config, so it
+    needs a preset name."""
     from ..hub import resolve_model_dir
 
     name, overrides = str(config.model.name), dict(config.model.overrides)
@@ -205,7 +206,7 @@ def model_config(config: TrainConfig) -> RuDolphConfig:
             raise ConfigError(f"model.name: {name!r} is neither a preset ({', '.join(MODEL_PRESETS)}) nor a model "
                               "or run directory with config.json; for an official pytorch_model.bin plan with the "
                               "preset it belongs to (model.name=350M, ...)") from None
-    if config.train.gradient_checkpointing:
+    if config.gradient_checkpointing:
         overrides["gradient_checkpointing"] = True
     try:
         return base.replace(**overrides) if overrides else base
@@ -232,7 +233,7 @@ def memory_plan(config: TrainConfig, *, device: Device | str = "cuda", arch: RuD
 
     if arch is None:
         arch = model_config(config)
-    elif config.train.gradient_checkpointing:
+    elif config.gradient_checkpointing:
         arch = arch.replace(gradient_checkpointing=True)
     with torch.device("meta"):
         model = RuDolph(arch)
@@ -302,7 +303,7 @@ def memory_plan(config: TrainConfig, *, device: Device | str = "cuda", arch: RuD
     head_saved, head_transient = _head_bytes(arch, geometry, compute, trains("to_logits.1.weight"))
     if head_adapter is not None:  # per head (text rows, image rows): mask, dropped input, A x (`_lora_head_rows`)
         rows = batch * (arch.l_text_seq_length + arch.r_text_seq_length - 1 + arch.image_seq_length - 1)
-        head_saved += rows * (_adapter_input_bytes(adapters.dropout, compute, device) * arch.hidden_size
+        head_saved += rows * (_adapter_input_bytes(adapters.dropout, compute) * arch.hidden_size
                               + compute * adapters.r)
     head_casts = 0
     if compute == 2:
@@ -375,10 +376,11 @@ def _nf4_bytes(elements: int) -> int:
             + 4 * _NF4_CODE)
 
 
-def _adapter_input_bytes(dropout: float, compute: int, device: str, input_grad: bool = True) -> int:
-    """Bytes per input feature an adapter saves: its dropout's mask (bool on CUDA, the CPU's fp32 noise; only when
-    its input needs a gradient) and the dropped input A keeps for its gradient (fp32, or autocast's copy)."""
-    mask = (1 if device == "cuda" else 4) if dropout > 0 and input_grad else 0
+def _adapter_input_bytes(dropout: float, compute: int, input_grad: bool = True) -> int:
+    """Bytes per input feature an adapter saves: its dropout's bool mask (the model's dropout, `_AdapterDropout`;
+    only when its input needs a gradient) and the dropped input A keeps for its gradient (fp32, or autocast's
+    copy)."""
+    mask = 1 if dropout > 0 and input_grad else 0
     return mask + compute
 
 
@@ -393,8 +395,7 @@ def _adapter_saved(arch: RuDolphConfig, geo: _Geometry, adapters: _Adapters, ada
         fan_in = 4 * hidden if linear == "mlp.dense_4h_to_h" else hidden
         shared = compute == 4 and adapters.dropout == 0 and (
             base_trains[linear] or (linear == "attention.dense" and fused and not geo.prefix))
-        per_input = _adapter_input_bytes(adapters.dropout, compute, device,
-                                         input_grad or linear != "attention.query_key_value")
+        per_input = _adapter_input_bytes(adapters.dropout, compute, input_grad or linear != "attention.query_key_value")
         saved += n * (fan_in * (per_input - (compute if shared else 0)) + compute * adapters.r)
     return saved
 

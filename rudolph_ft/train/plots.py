@@ -10,12 +10,14 @@ from pathlib import Path
 
 from .evaluate import NO_DISH
 
-__all__ = ["write_eval_plots", "plot_confusion", "plot_kcal_scatter", "EVAL_PLOTS"]
+__all__ = ["write_eval_plots", "plot_confusion", "plot_kcal_scatter", "plot_task_losses", "EVAL_PLOTS",
+           "TASK_LOSS_PREFIX"]
 
 #: file names written beside an evaluation report
 EVAL_PLOTS = ("confusion.png", "kcal_scatter.png")
 MAX_CONFUSION_LABELS = 30  # more dishes than this: the most common ones, the rest folded into "(other)"
 OTHER = "(other)"
+TASK_LOSS_PREFIX = "task_loss/"  # metrics keys of a multitask run's per-task weighted losses
 MAX_COLOURED_DISHES = 20  # tab20's colours
 
 
@@ -166,3 +168,25 @@ def _palette(n: int) -> list:
 
     cmap = colormaps["tab10" if n <= 10 else "tab20"]
     return [cmap(k % cmap.N) for k in range(n)]
+
+
+def plot_task_losses(rows: list[dict], path: str | Path) -> Path | None:
+    """`task_losses.png`: each task's weighted training loss per step (a multitask run's `task_loss/<task>`
+    metrics; a task absent from a step's batches has no point there). None when no row has any."""
+    names = sorted({key for row in rows for key in row if key.startswith(TASK_LOSS_PREFIX)})
+    if not names:
+        return None
+    figure = _figure(7, 4)
+    ax = figure.add_subplot()
+    for colour, name in zip(_palette(len(names)), names, strict=True):
+        points = [(row["step"], row[name]) for row in rows if name in row]
+        ax.plot([s for s, _ in points], [v for _, v in points], label=name.removeprefix(TASK_LOSS_PREFIX),
+                color=colour, linewidth=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("weighted loss of the task's rows")
+    if all(v > 0 for row in rows for key, v in row.items() if key in names):
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    figure.savefig(path)
+    return Path(path)
