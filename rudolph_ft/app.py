@@ -1,5 +1,5 @@
-"""The web demo (`rudolph-ft serve`): a food photo -> dish, kcal, nutrients and the captions they were read from;
-zero-shot classification with an editable class list; text to image.
+"""The web demo (`rudolph-ft serve`): a food photo -> dish, kcal, nutrients and the captions they were read from, and a
+question about the photo answered (visual QA); zero-shot classification with an editable class list; text to image.
 
 The `*_view` functions do the work and return plain values (testable without gradio or a browser); `build_demo`
 lays them out as a Gradio page. Gradio is imported only there.
@@ -8,16 +8,17 @@ lays them out as a Gradio page. Gradio is imported only there.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from .components import Components
-from .pipelines import generate_images, predict_nutrition, zero_shot_classify
+from .pipelines import answer, generate_images, predict_nutrition, zero_shot_classify
 
-__all__ = ["DEFAULT_CLASSES", "nutrition_view", "zero_shot_view", "text_to_image_view", "example_photos", "build_demo"]
+__all__ = ["DEFAULT_CLASSES", "nutrition_view", "ask_view", "zero_shot_view", "text_to_image_view", "example_photos",
+           "build_demo"]
 
 DEFAULT_CLASSES = "борщ, шаурма, плов, пельмени, салат оливье, блины, паста, суп"
 NUTRIENT_ROWS = (("protein", "белки", "g"), ("fat", "жиры", "g"), ("carbs", "углеводы", "g"), ("kcal", "ккал", "kcal"))
@@ -28,8 +29,9 @@ def _value(value: float | None, unit: str) -> str:
 
 
 def nutrition_view(components: Components, image: Image.Image | None, *, n: int = 16, seed: int = 43,
-                   style: str = "rc4") -> tuple[str, list[list[str]], list[list[Any]]]:
-    """Predict nutrients of a photo for display.
+                   style: str = "rc4", progress: Callable[[int, int], None] | None = None,
+                   ) -> tuple[str, list[list[str]], list[list[Any]]]:
+    """Predict nutrients of a photo for display; `progress(done, total)` is called as the captions are sampled.
 
     Returns:
         (markdown headline with dish and kcal, nutrient table rows [name, value], caption rows
@@ -40,13 +42,35 @@ def nutrition_view(components: Components, image: Image.Image | None, *, n: int 
     """
     if image is None:
         raise ValueError("upload a food photo first")
-    prediction = predict_nutrition(components, image, n=int(n), seed=int(seed), style=style)
+    prediction = predict_nutrition(components, image, n=int(n), seed=int(seed), style=style, progress=progress)
     headline = f"## {prediction.dish or 'dish not recognised'} — {_value(prediction.kcal, 'kcal')}"
     nutrients = [[f"{russian} ({name})", _value(getattr(prediction, name), unit)]
                  for name, russian, unit in NUTRIENT_ROWS]
     captions = [[rank, round(e.score, 3), e.text, "yes" if e.used else ""]
                 for rank, e in enumerate(prediction.evidence, start=1)]
     return headline, nutrients, captions
+
+
+def ask_view(components: Components, image: Image.Image | None, question: str, options: str = "", *,
+             seed: int = 43) -> str:
+    """Answer a question about the photo (`answer`, visual QA) for display.
+
+    Args:
+        options: optional answer options, comma- or newline-separated; the model names one.
+
+    Returns:
+        Markdown: the answer, or a note that the model gave none.
+
+    Raises:
+        ValueError: no photo or no question given.
+    """
+    if image is None:
+        raise ValueError("upload a food photo first")
+    if not question.strip():
+        raise ValueError("type a question about the photo, e.g. «какое это блюдо?»")
+    choices = [part.strip() for part in options.replace("\n", ",").split(",") if part.strip()] or None
+    reply = answer(components, image, question.strip(), choices, seed=int(seed)).strip()
+    return f"**{reply}**" if reply else "*the model gave no answer*"
 
 
 def zero_shot_view(components: Components, image: Image.Image | None, classes: str, template: str = "блюдо: {};", *,
@@ -178,8 +202,15 @@ def build_demo(components: Components, *, style: str = "rc4", title: str = "rudo
     import gradio as gr
 
     @_user_errors
-    def on_photo(image, n, seed):
-        return nutrition_view(components, image, n=n, seed=seed, style=style)
+    def on_photo(image, n, seed, progress=gr.Progress()):  # noqa: B008 (gradio's way to ask for a progress bar)
+        def report(done: int, total: int) -> None:
+            progress(done / max(total, 1), desc=f"sampling captions: {done}/{total}")
+
+        return nutrition_view(components, image, n=n, seed=seed, style=style, progress=report)
+
+    @_user_errors
+    def on_question(image, question, options, seed):
+        return ask_view(components, image, question, options, seed=seed)
 
     @_user_errors
     def on_classes(image, classes, template):
@@ -211,6 +242,14 @@ def build_demo(components: Components, *, style: str = "rc4", title: str = "rudo
             photo.upload(on_photo, [photo, n, seed], [headline, nutrients, captions])
             if shown is not None:  # a click loads the photo, then predicts with the current captions and seed
                 shown.load_input_event.then(on_photo, [photo, n, seed], [headline, nutrients, captions])
+            gr.Markdown("### Ask about the photo")
+            with gr.Row(equal_height=True):
+                question = gr.Textbox("сколько здесь калорий?", label="Question", scale=3, elem_id="question")
+                options = gr.Textbox("", label="Answer options (optional, comma-separated)", scale=2)
+                ask = gr.Button("Ask", scale=0, min_width=120)
+            reply = gr.Markdown(elem_id="answer")
+            ask.click(on_question, [photo, question, options, seed], reply)
+            question.submit(on_question, [photo, question, options, seed], reply)
         with gr.Tab("Zero-shot"):
             with gr.Row():
                 with gr.Column():

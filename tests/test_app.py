@@ -8,9 +8,10 @@ import pytest
 from conftest import ASSETS
 from numerics import assert_scalar_close
 
-from rudolph_ft.app import example_photos, nutrition_view, text_to_image_view, zero_shot_view
+from rudolph_ft.app import ask_view, example_photos, nutrition_view, text_to_image_view, zero_shot_view
 from rudolph_ft.data.images import load_image
 from rudolph_ft.data.split import split_items
+from rudolph_ft.pipelines import answer
 
 ROOT = Path(__file__).parents[1]
 
@@ -37,6 +38,25 @@ def test_nutrition_view_shows_dish_kcal_nutrients_and_captions(components):
         nutrition_view(components, None)
 
 
+def test_nutrition_view_reports_sampling_progress(components):
+    calls = []
+    nutrition_view(components, load_image(PHOTO), n=4, progress=lambda done, total: calls.append((done, total)))
+    assert len(calls) >= 2 and calls[-1][0] == calls[-1][1]  # ends complete
+    assert [done for done, _ in calls] == sorted(done for done, _ in calls) and len({t for _, t in calls}) == 1
+
+
+def test_ask_view_answers_a_question_about_the_photo(components):
+    photo = load_image(PHOTO)
+    with pytest.warns(UserWarning, match="no FBC2 task tokens"):
+        expected = answer(components, photo, "какое это блюдо?", ["борщ", "плов"], seed=7)
+    assert expected  # the scripted model answers with its caption
+    assert ask_view(components, photo, "  какое это блюдо? ", "борщ,\nплов, ", seed=7) == f"**{expected}**"
+    with pytest.raises(ValueError, match="upload a food photo"):
+        ask_view(components, None, "какое это блюдо?")
+    with pytest.raises(ValueError, match="type a question"):
+        ask_view(components, photo, "  ")
+
+
 def test_zero_shot_view_parses_the_class_list(components):
     label, rows = zero_shot_view(components, load_image(PHOTO), "плов,\nборщ , шаурма,,")
     assert set(label) == {"плов", "борщ", "шаурма"}
@@ -60,6 +80,8 @@ def test_demo_page_builds_with_three_tabs(components):
     demo = build_demo(components, title="test")
     tabs = [block.label for block in demo.blocks.values() if isinstance(block, gr.Tab)]
     assert tabs == ["Nutrition", "Zero-shot", "Text to image"]
+    ask = [fn for fn in demo.fns.values() if fn.name == "on_question"]  # the Ask button and Enter in the question
+    assert len(ask) == 2 and all([block.elem_id for block in fn.outputs] == ["answer"] for fn in ask)
 
 
 def test_demo_page_opens_with_example_photos_that_predict_in_one_click(components):

@@ -1,5 +1,5 @@
 """The web demo in a real browser: headless Chromium (Debian's `chromium`) driven by Playwright against a tiny model
-served on 127.0.0.1. Upload a photo and see the dish and kcal; classify zero-shot; draw from a text.
+served on 127.0.0.1. Upload a photo and see the dish and kcal; ask about it; classify zero-shot; draw from a text.
 
 Needs `pip install playwright gradio` and `apt-get install -y chromium` (no `playwright install`: the system browser
 is used); skipped when any is missing. Screenshots go to the test's tmp folder, and also to $RUDOLPH_FT_SCREENSHOTS
@@ -95,6 +95,11 @@ def test_upload_photo_classify_and_draw_in_chromium(server_url, page, tmp_path):
     sync_api.expect(page.locator("#nutrition-headline")).to_contain_text("борщ — 70 kcal", timeout=TIMEOUT_MS)
     sync_api.expect(page.locator("#captions")).to_contain_text(bundle.SCRIPT)  # the evidence
     assert screenshot(page, tmp_path, "nutrition.png").stat().st_size > 10_000
+
+    page.locator("#question textarea").fill("какое это блюдо?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    sync_api.expect(page.locator("#answer")).to_contain_text("борщ", timeout=TIMEOUT_MS)  # the scripted answer
+    screenshot(page, tmp_path, "ask.png")
 
     page.get_by_role("tab", name="Zero-shot").click()
     page.locator("#zs-photo input[type=file]").set_input_files(PHOTO)
