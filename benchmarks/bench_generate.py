@@ -130,7 +130,7 @@ def ours_worker(args) -> dict:
 
     device = torch.device(args.device)
     model = RuDolph(RuDolphConfig.from_preset(args.preset)).to(device).eval()
-    components = Components(model, Tokenizer.from_file(TOKENIZER), VQGAN(VQGAN_PRESETS["sber-gumbel-f8"]).to(device))
+    components = Components(model, Tokenizer.from_file(TOKENIZER), VQGAN(VQGAN_PRESETS[args.vqgan]).to(device))
     image = load_image(PHOTO)
     with torch.inference_mode():  # warm-up: one forward of the whole sequence
         model(torch.zeros(1, model.config.total_seq_length, dtype=torch.long, device=device))
@@ -217,7 +217,8 @@ def reference_worker(args) -> dict:
     image = Image.open(PHOTO).convert("RGB")
     with torch.no_grad():  # warm-up: one forward of the whole sequence
         total = config.total_seq_length
-        model(torch.zeros(1, total, dtype=torch.long), torch.tril(torch.ones(1, 1, total, total)))
+        model(torch.zeros(1, total, dtype=torch.long, device=args.device),
+              torch.tril(torch.ones(1, 1, total, total, device=args.device)))
 
     if args.task == "predict":
         return {"error": "the reference has no predict command"}
@@ -238,7 +239,8 @@ def reference_worker(args) -> dict:
 # ---- driver ---------------------------------------------------------------------------------------------------------
 def measure(python: str, impl: str, task: str, args, repeats: int) -> dict:
     argv = ["--worker", impl, "--task", task, "--preset", args.preset, "--n", str(args.n), "--batch-size",
-            str(args.batch_size), "--device", args.device, "--threads", str(args.threads), "--repeats", str(repeats)]
+            str(args.batch_size), "--vqgan", args.vqgan, "--device", args.device, "--threads", str(args.threads),
+            "--repeats", str(repeats)]
     return run_worker(python, THIS, argv)
 
 
@@ -312,6 +314,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of ours (median reported)")
     parser.add_argument("--ref-repeats", type=int, default=1, help="timed runs of the reference")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--vqgan", default="sber-gumbel-f8", help="ours' VQGAN preset (tiny: gpu_suite's dry run)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--ref-python", default=DEFAULT_REF_PYTHON)
     parser.add_argument("--no-reference", action="store_true")
