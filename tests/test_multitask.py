@@ -1,6 +1,7 @@
 """Multitask training (issue 16, part 3): task tables and their check, rows built by their Task with token dropout,
 per-task loss weights in the objective (checked against cross-entropies computed from the logits), the demo rows."""
 
+import csv
 import json
 import random
 import shutil
@@ -216,6 +217,40 @@ def tiny_overrides(data: Path, run: Path, dropout: float = 0.0) -> list[str]:
             "eval.every=0", "logging.progress=false", "checkpoint.every=0"]
 
 
+def test_a_learned_tokenizer_learns_the_task_texts_too(small_data, tmp_path):
+    """tokenizer.name: null learns the BPE from the training captions and the table's left and right texts: a
+    question's characters («ё», «?», ««») get ids, where a tokenizer of the captions alone has only UNK for them."""
+    from rudolph_ft.tokenizer import normalize_text, train_tokenizer
+    from rudolph_ft.train.config import load_train_config
+    from rudolph_ft.train.prepare import check_learned_tokenizer, learning_task_texts, prepare_run
+
+    run = tmp_path / "run"
+    config = load_train_config(CONFIG, tiny_overrides(small_data, run))
+    messages = []
+    prepared = prepare_run(config, run, None, echo=messages.append)
+    tokenizer = prepared.components.tokenizer
+    table = read_task_table(small_data / "tasks.jsonl")
+    questions = [normalize_text(row.left_text) for row in table.rows]
+    assert any("ё" in q for q in questions) and all(q.endswith("?") for q in questions)
+    captions_only = train_tokenizer(prepared.train.captions, 200)
+    assert any(captions_only.unk_id in captions_only.encode(q) for q in questions)  # what the old code learned
+    for text in questions + [normalize_text(row.right_text) for row in table.rows]:
+        assert tokenizer.unk_id not in tokenizer.encode(text), text
+    assert tokenizer.unk_id not in tokenizer.encode(normalize_text("Сколько в нём ккал? «борщ»"))
+    assert any("200 BPE ids from 11 training captions and 80 task texts of" in m for m in messages), messages
+
+    settings = json.loads((run / "bpe.settings.json").read_text(encoding="utf-8"))
+    assert settings["task_texts"] == 80 and settings["tasks_path"] == str((small_data / "tasks.jsonl").absolute())
+    task_texts = learning_task_texts(config)
+    check_learned_tokenizer(config, run, prepared.train.captions, task_texts=task_texts)  # the same: no error
+    with pytest.raises(ValueError, match="learned from 80 task texts of .* this run has 79 task texts .* the "
+                                         "task texts differ"):
+        check_learned_tokenizer(config, run, prepared.train.captions, task_texts=task_texts[1:])
+    single = config.model_copy(update={"tasks": config.tasks.model_copy(update={"path": None})})
+    with pytest.raises(ValueError, match="learned from 80 task texts .* this run has no task texts"):
+        check_learned_tokenizer(single, run, prepared.train.captions, task_texts=learning_task_texts(single))
+
+
 @pytest.mark.slow  # three small runs: ~20 s alone on 2 cores, more on a busy machine
 def test_a_resumed_multitask_run_continues_bitwise(small_data, tmp_path):
     """Token dropout draws from the run's saved text stream, the order from (seed, epoch): a resume continues."""
@@ -239,6 +274,28 @@ def test_a_resumed_multitask_run_continues_bitwise(small_data, tmp_path):
     assert [r["step"] for r in resumed] == [1, 2, 3, 4]
     keys = [k for k in full[0] if k.startswith(("loss", "task_loss/"))]
     assert [[r.get(k) for k in keys] for r in resumed] == [[r.get(k) for k in keys] for r in full]
+
+
+def test_metrics_csv_gets_a_column_per_task_as_tasks_appear(tmp_path):
+    """A task first seen at a later step rewrites metrics.csv with its column; steps without it leave it empty; a
+    resumed log (rows after the checkpoint dropped) keeps the columns of the rows it keeps."""
+    from rudolph_ft.train.metrics import COLUMNS, MetricsLog
+
+    log = MetricsLog(tmp_path)
+    base = {"epoch": 0, "loss": 1.0, "lr": 1e-3, "grad_norm": 1.0, "samples_per_s": 1.0}
+    log.log({"step": 1, **base, "task_loss/vqa": 2.5})
+    log.log({"step": 2, **base, "task_loss/vqa": 2.0, "task_loss/captioning": 3.0})
+    log.log({"step": 3, **base, "task_loss/captioning": 2.75})
+    log.log({"step": 3, "val_loss": 1.5})  # an evaluation: jsonl only
+
+    def table():
+        with (tmp_path / "metrics.csv").open(newline="") as handle:
+            return list(csv.reader(handle))
+
+    header, *rows = table()
+    assert header == [*COLUMNS, "task_loss/captioning", "task_loss/vqa"]
+    assert [row[-2:] for row in rows] == [["", "2.5"], ["3.0", "2.0"], ["2.75", ""]]
+    assert MetricsLog(tmp_path, truncate_after=1) and table() == [[*COLUMNS, "task_loss/vqa"], rows[0][:-2] + ["2.5"]]
 
 
 # Training: per-task weights reach the loss -------------------------------------------------------------------------
@@ -279,6 +336,13 @@ def test_a_multitask_run_through_the_cli_weights_each_task(small_data, tmp_path,
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2]
     assert (run / "task_losses.png").is_file()
+    with (run / "metrics.csv").open(newline="", encoding="utf-8") as handle:  # one column per task, as in the jsonl
+        table = list(csv.DictReader(handle))
+    tasks = sorted({key for row in rows for key in row if key.startswith("task_loss/")})
+    assert tasks == ["task_loss/captioning", "task_loss/textqa", "task_loss/vqa"]
+    assert list(table[0])[-3:] == tasks and list(table[0])[:3] == ["step", "epoch", "loss"]
+    for row, logged in zip(table, rows, strict=True):
+        assert [float(row[key]) if row[key] else None for key in tasks] == [logged.get(key) for key in tasks]
 
     state, config, groups = seen[0]
     expected_weights = {"captioning": (0.01, 1.0, 7.0), "textqa": (1.0, 0.01, 7.0), "vqa": (2.0, 1.0, 5.0)}

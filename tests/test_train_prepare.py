@@ -97,6 +97,23 @@ def test_batch_size_must_be_positive(small_data, tmp_path):  # noqa: F811
         prepare_run(_config(small_data, tmp_path, "gumbel"), tmp_path / "run", None, encode_batch_size=0)
 
 
+def test_a_single_task_run_learns_its_tokenizer_from_the_training_captions_alone(small_data, tmp_path):  # noqa: F811
+    """tokenizer.name: null without tasks.path: RUN/bpe.model is, byte for byte, the BPE `train_tokenizer` learns
+    from the training split's captions (what every single-task run learned before multitask runs added task
+    texts), and its settings name no task texts."""
+    from rudolph_ft.tokenizer import train_tokenizer
+    from rudolph_ft.train.prepare import run_dataset
+
+    config = _config(small_data, tmp_path, "dihedral")
+    prepare_run(config, tmp_path / "dihedral", None, echo=lambda m: None)
+    train, _ = run_dataset(config.data, 64).split()
+    train_tokenizer(train.captions, 200, tmp_path / "expected.model")
+    assert (tmp_path / "dihedral" / "bpe.model").read_bytes() == (tmp_path / "expected.model").read_bytes()
+    settings = json.loads((tmp_path / "dihedral" / "bpe.settings.json").read_text(encoding="utf-8"))
+    assert sorted(settings) == ["captions", "captions_sha256", "data_path", "split_seed", "train_vocab_size",
+                                "val_fraction"]
+
+
 # Launched by torchrun: prepares each run named on the command line, counting per process what it encodes, checks
 # and learns, and writes what it ended with to rank<N>.json.
 _SCRIPT = '''

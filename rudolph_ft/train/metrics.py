@@ -13,16 +13,19 @@ from pathlib import Path
 
 from ..io import atomic_write
 
-__all__ = ["MetricsLog", "DivergenceWatch"]
+__all__ = ["MetricsLog", "DivergenceWatch", "COLUMNS", "TASK_LOSS_PREFIX"]
 
 COLUMNS = ("step", "epoch", "loss", "l_text_loss", "image_loss", "r_text_loss", "lr", "grad_norm", "samples_per_s")
+TASK_LOSS_PREFIX = "task_loss/"  # metrics keys of a multitask run's per-task weighted losses: metrics.csv columns too
 
 
 class MetricsLog:
     """Appends one row per logged step to `metrics.jsonl` and `metrics.csv` in the run directory.
 
-    On resume, rows after the checkpoint's step (logged by the interrupted run) are dropped first, so the files
-    hold exactly one row per step.
+    metrics.csv has the `COLUMNS`, then (a multitask run) one `task_loss/<task>` column per task logged so far, in
+    name order, empty at the steps whose batches held none of that task's rows; a task's first value rewrites the
+    file with its column. On resume, rows after the checkpoint's step (logged by the interrupted run) are dropped
+    first, so the files hold exactly one row per step.
     """
 
     def __init__(self, run_dir: Path, *, enabled: bool = True, config=None, truncate_after: int = 0,
@@ -30,6 +33,7 @@ class MetricsLog:
         self.run_dir, self.enabled = Path(run_dir), enabled
         self.jsonl, self.csv = self.run_dir / "metrics.jsonl", self.run_dir / "metrics.csv"
         self.rows: list[dict] = []
+        self.columns: list[str] = list(COLUMNS)  # metrics.csv's header
         self.wandb = None
         if not enabled:
             return
@@ -71,9 +75,16 @@ class MetricsLog:
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.rows)
         atomic_write(self.jsonl, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
+        self._rewrite_csv()
+
+    def _rewrite_csv(self) -> None:
+        """metrics.csv anew (atomically) from `self.rows`, with a column for every task loss in them."""
+        tasks = {key for row in self.rows if "loss" in row for key in row if key.startswith(TASK_LOSS_PREFIX)}
+        self.columns = [*COLUMNS, *sorted(tasks)]
+
         def write_csv(tmp: str) -> None:
             with open(tmp, "w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
+                writer = csv.DictWriter(handle, fieldnames=self.columns, extrasaction="ignore")
                 writer.writeheader()
                 writer.writerows(r for r in self.rows if "loss" in r)
 
@@ -86,10 +97,12 @@ class MetricsLog:
         self.rows.append(row)
         with self.jsonl.open("a") as handle:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        if "loss" in row:
+        if "loss" in row and any(key.startswith(TASK_LOSS_PREFIX) and key not in self.columns for key in row):
+            self._rewrite_csv()  # a task's first loss: the file again, with its column
+        elif "loss" in row:
             new_file = not self.csv.exists()
             with self.csv.open("a", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
+                writer = csv.DictWriter(handle, fieldnames=self.columns, extrasaction="ignore")
                 if new_file:
                     writer.writeheader()
                 writer.writerow(row)

@@ -6,9 +6,11 @@ matplotlib's object API on the Agg canvas (no pyplot, no global backend switch) 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from .evaluate import NO_DISH
+from .metrics import TASK_LOSS_PREFIX
 
 __all__ = ["write_eval_plots", "plot_confusion", "plot_kcal_scatter", "plot_task_losses", "EVAL_PLOTS",
            "TASK_LOSS_PREFIX"]
@@ -17,7 +19,6 @@ __all__ = ["write_eval_plots", "plot_confusion", "plot_kcal_scatter", "plot_task
 EVAL_PLOTS = ("confusion.png", "kcal_scatter.png")
 MAX_CONFUSION_LABELS = 30  # more dishes than this: the most common ones, the rest folded into "(other)"
 OTHER = "(other)"
-TASK_LOSS_PREFIX = "task_loss/"  # metrics keys of a multitask run's per-task weighted losses
 MAX_COLOURED_DISHES = 20  # tab20's colours
 
 
@@ -176,6 +177,8 @@ def plot_task_losses(rows: list[dict], path: str | Path) -> Path | None:
     names = sorted({key for row in rows for key in row if key.startswith(TASK_LOSS_PREFIX)})
     if not names:
         return None
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     figure = _figure(7, 4)
     ax = figure.add_subplot()
     for colour, name in zip(_palette(len(names)), names, strict=True):
@@ -184,8 +187,12 @@ def plot_task_losses(rows: list[dict], path: str | Path) -> Path | None:
                 color=colour, linewidth=1)
     ax.set_xlabel("step")
     ax.set_ylabel("weighted loss of the task's rows")
-    if all(v > 0 for row in rows for key, v in row.items() if key in names):
-        ax.set_yscale("log")
+    ax.set_title("training loss per task", fontsize=10)
+    values = [v for row in rows for key, v in row.items() if key in names and math.isfinite(v)]
+    if values and min(values) > 0 and max(values) >= 10 * min(values):  # a log scale only where it spans a decade:
+        ax.set_yscale("log")  # inside one, its few labels (6x10^0, 7x10^0) tell nothing
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
     ax.grid(alpha=0.3)
     ax.legend()
     figure.savefig(path)

@@ -19,7 +19,8 @@ from ..io import atomic_write
 from .config import DataSection, TrainConfig
 from .data import Examples
 
-__all__ = ["Prepared", "prepare_run", "default_encode_batch_size", "run_dataset", "check_learned_tokenizer"]
+__all__ = ["Prepared", "prepare_run", "default_encode_batch_size", "run_dataset", "check_learned_tokenizer",
+           "learning_task_texts"]
 
 BPE_SETTINGS = "bpe.settings.json"  # beside a learned bpe.model: the settings it was learned with
 
@@ -195,6 +196,9 @@ def _load_dataset(config: TrainConfig, image_size: int, echo):
 
 
 def _tokenizer(config: TrainConfig, run_dir: Path, captions: list[str], echo):
+    """The run's tokenizer: tokenizer.name's, the trained model's, or (null) a BPE learned from the training texts:
+    the training captions, then (a multitask run) the left and right texts of the tasks.path table, lower-cased as
+    `TaskLayout.encode` encodes them, so that their characters («э», «?», «ё», ...) get ids of their own."""
     from ..tokenizer import load_tokenizer, train_tokenizer
 
     learned = run_dir / TOKENIZER_NAME
@@ -205,16 +209,34 @@ def _tokenizer(config: TrainConfig, run_dir: Path, captions: list[str], echo):
         echo(f"tokenizer: {named}, the one model.name={config.model.name} was trained with (tokenizer.name: null "
              "learns one only for a model trained from scratch: new ids would mean other words to a trained model)")
         return load_tokenizer(named)
+    task_texts = learning_task_texts(config)
     if learned.is_file():  # resumed run: the vocabulary learned at its start, if this config would learn the same
-        check_learned_tokenizer(config, run_dir, captions, echo)
+        check_learned_tokenizer(config, run_dir, captions, echo, task_texts=task_texts)
         return load_tokenizer(learned)
-    tokenizer = train_tokenizer(captions, config.tokenizer.train_vocab_size)
+    # a single-task run learns from its captions alone, as it always did (the same bpe.model, byte for byte)
+    tokenizer = train_tokenizer(captions + (task_texts or []), config.tokenizer.train_vocab_size)
     # the settings first: a bpe.model always has the settings that made it beside it
-    text = json.dumps(_bpe_settings(config, captions), indent=2, ensure_ascii=False) + "\n"
+    text = json.dumps(_bpe_settings(config, captions, task_texts), indent=2, ensure_ascii=False) + "\n"
     atomic_write(run_dir / BPE_SETTINGS, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     tokenizer.save(learned)
-    echo(f"tokenizer: learned {tokenizer.vocab_size} BPE ids from {len(captions)} training captions -> {learned}")
+    tasks = f" and {len(task_texts)} task texts of {config.tasks.path}" if task_texts is not None else ""
+    echo(f"tokenizer: learned {tokenizer.vocab_size} BPE ids from {len(captions)} training captions{tasks} -> "
+         f"{learned}")
     return tokenizer
+
+
+def learning_task_texts(config: TrainConfig) -> list[str] | None:
+    """What a learned tokenizer learns from a multitask run's table (tasks.path: its training rows; validation rows
+    live in another file): every row's left text, then its right text (empty ones skipped), lower-cased and stripped
+    (`normalize_text`, as `TaskLayout.encode` encodes them). None for a single-task run."""
+    if config.tasks.path is None:
+        return None
+    from ..data.tasks_data import read_task_table
+    from ..tokenizer import normalize_text
+
+    table = read_task_table(config.tasks.path, config.tasks.images_root,
+                            allow_outside_root=config.data.allow_outside_root)
+    return [normalize_text(text) for row in table.rows for text in (row.left_text, row.right_text) if text.strip()]
 
 
 def _tokenizer_name(config: TrainConfig) -> str | None:
@@ -231,12 +253,17 @@ def _tokenizer_name(config: TrainConfig) -> str | None:
     return _named_components(folder).get("tokenizer")
 
 
-def _bpe_settings(config: TrainConfig, captions: list[str]) -> dict:
-    """What a learned bpe.model depends on: the vocabulary size and the training captions (data, split)."""
+def _bpe_settings(config: TrainConfig, captions: list[str], task_texts: list[str] | None = None) -> dict:
+    """What a learned bpe.model depends on: the vocabulary size and the training captions (data, split), and a
+    multitask run's task texts (`learning_task_texts`; the keys are absent for a single-task run)."""
     digest = hashlib.sha256("\n".join(captions).encode("utf-8")).hexdigest()
-    return {"train_vocab_size": config.tokenizer.train_vocab_size, "data_path": str(Path(config.data.path).absolute()),
-            "split_seed": config.data.split_seed, "val_fraction": config.data.val_fraction,
-            "captions": len(captions), "captions_sha256": digest}
+    settings = {"train_vocab_size": config.tokenizer.train_vocab_size,
+                "data_path": str(Path(config.data.path).absolute()), "split_seed": config.data.split_seed,
+                "val_fraction": config.data.val_fraction, "captions": len(captions), "captions_sha256": digest}
+    if task_texts is not None:
+        settings.update({"tasks_path": str(Path(config.tasks.path).absolute()), "task_texts": len(task_texts),
+                         "task_texts_sha256": hashlib.sha256("\n".join(task_texts).encode("utf-8")).hexdigest()})
+    return settings
 
 
 _SETTING_KEYS = {"train_vocab_size": "tokenizer.train_vocab_size", "split_seed": "data.split_seed",
@@ -244,11 +271,12 @@ _SETTING_KEYS = {"train_vocab_size": "tokenizer.train_vocab_size", "split_seed":
 
 
 def check_learned_tokenizer(config: TrainConfig, run_dir: Path, captions: list[str] | None = None,
-                            echo: Callable[[str], None] = print) -> None:
+                            echo: Callable[[str], None] = print, *, task_texts: list[str] | None = None) -> None:
     """Raise ValueError, naming both values, when RUN/bpe.model was learned with other settings than `config`'s.
 
     Without `captions` only the config is compared (before any work, e.g. before a resume rewrites
-    run_config.yaml); with them also the training captions it was learned from.
+    run_config.yaml); with them also the training captions it was learned from, and the task texts
+    (`learning_task_texts`: None for a single-task run).
     """
     learned, saved_file = run_dir / TOKENIZER_NAME, run_dir / BPE_SETTINGS
     if config.tokenizer.name is not None or not learned.is_file():
@@ -258,7 +286,7 @@ def check_learned_tokenizer(config: TrainConfig, run_dir: Path, captions: list[s
             echo(f"note: reusing {learned} unchecked (no {BPE_SETTINGS} beside it)")
         return
     saved = json.loads(saved_file.read_text(encoding="utf-8"))
-    ours = _bpe_settings(config, captions or [])
+    ours = _bpe_settings(config, captions or [], task_texts)
     what = "; start this run in another output_dir, or delete both files to learn the tokenizer again"
     for key, name in _SETTING_KEYS.items():
         if saved.get(key) != ours[key]:
@@ -271,6 +299,15 @@ def check_learned_tokenizer(config: TrainConfig, run_dir: Path, captions: list[s
 
         raise ValueError(f"{learned} was learned from {described(saved)} ({saved_file}), this run has "
                          f"{described(ours)}: the data changed{what}")
+    if captions is not None and saved.get("task_texts_sha256") != ours.get("task_texts_sha256"):
+        def tasks(values: dict) -> str:
+            if "task_texts_sha256" not in values:
+                return "no task texts (the captions alone)"
+            return (f"{values.get('task_texts')} task texts of {values.get('tasks_path')} (sha256 "
+                    f"{str(values.get('task_texts_sha256'))[:12]})")
+
+        raise ValueError(f"{learned} was learned from {tasks(saved)} ({saved_file}), this run has {tasks(ours)}: the "
+                         f"task texts differ{what}")
 
 
 def _check_image_layout(model_config, vqgan) -> None:
