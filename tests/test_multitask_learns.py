@@ -2,7 +2,9 @@
 rows `rudolph-ft data demo --tasks` writes, then held out: VQA dish answers accuracy >= 0.9, kcal answers MAE <= half
 the always-the-mean baseline's, captioning within 0.05 dish accuracy of the single-task demo's bar (0.9).
 
-Slow: kept out of the default run (`pytest -m slow`); it trains the whole config on the CPU.
+Long (`pytest -m long`): kept out of the default run and out of CI's slow step. The config trains ~2,900 steps of
+176 positions (1,166 rows an epoch, 40 epochs): ~30 minutes on an idle 2-core CPU, hours on a loaded one; not yet
+seen to pass end to end (issue 16, open).
 """
 
 import json
@@ -19,7 +21,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "rudolph_ft", *args], cwd=ROOT, capture_output=True, text=True)
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_the_multitask_demo_answers_held_out_questions(tmp_path):
     from rudolph_ft.components import load_components
     from rudolph_ft.data.demo_tasks import TASKS_FILE, TASKS_VAL_FILE, VQA_QUESTIONS, score_vqa_answers
