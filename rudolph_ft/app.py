@@ -16,20 +16,23 @@ from PIL import Image
 
 from .components import Components
 from .pipelines import answer, generate_images, predict_nutrition, zero_shot_classify
+from .tasks import FOOD, get_task
 
 __all__ = ["DEFAULT_CLASSES", "nutrition_view", "ask_view", "zero_shot_view", "text_to_image_view", "example_photos",
            "build_demo"]
 
 DEFAULT_CLASSES = "борщ, шаурма, плов, пельмени, салат оливье, блины, паста, суп"
-NUTRIENT_ROWS = (("protein", "белки", "g"), ("fat", "жиры", "g"), ("carbs", "углеводы", "g"), ("kcal", "ккал", "kcal"))
+# (field, name on screen, unit): (("protein", "белки", "g"), ..., ("kcal", "ккал", "kcal")), the food task's schema
+NUTRIENT_ROWS = tuple((n.field, n.label, n.unit) for n in FOOD.schema.nutrients)
 
 
 def _value(value: float | None, unit: str) -> str:
     return "—" if value is None else f"{value:g} {unit}"
 
 
-def nutrition_view(components: Components, image: Image.Image | None, *, n: int = 16, seed: int = 43,
-                   style: str = "rc4", progress: Callable[[int, int], None] | None = None,
+def nutrition_view(components: Components, image: Image.Image | None, *, n: int = FOOD.captions_per_photo,
+                   seed: int = FOOD.sampling.seed, style: str = FOOD.sampling.style,
+                   progress: Callable[[int, int], None] | None = None,
                    ) -> tuple[str, list[list[str]], list[list[Any]]]:
     """Predict nutrients of a photo for display; `progress(done, total)` is called as the captions are sampled.
 
@@ -52,7 +55,7 @@ def nutrition_view(components: Components, image: Image.Image | None, *, n: int 
 
 
 def ask_view(components: Components, image: Image.Image | None, question: str, options: str = "", *,
-             seed: int = 43) -> str:
+             seed: int = get_task("vqa").sampling.seed) -> str:
     """Answer a question about the photo (`answer`, visual QA) for display.
 
     Args:
@@ -73,8 +76,9 @@ def ask_view(components: Components, image: Image.Image | None, question: str, o
     return f"**{reply}**" if reply else "*the model gave no answer*"
 
 
-def zero_shot_view(components: Components, image: Image.Image | None, classes: str, template: str = "блюдо: {};", *,
-                   style: str = "rc4") -> tuple[dict[str, float], list[list[Any]]]:
+def zero_shot_view(components: Components, image: Image.Image | None, classes: str,
+                   template: str = FOOD.class_template, *,
+                   style: str = FOOD.sampling.style) -> tuple[dict[str, float], list[list[Any]]]:
     """Zero-shot classes of a photo for display.
 
     Args:
@@ -189,7 +193,7 @@ def _example_photos_under(photo, examples: Sequence[str | os.PathLike] | None):
                        elem_id="examples", examples_per_page=len(photos))
 
 
-def build_demo(components: Components, *, style: str = "rc4", title: str = "rudolph-ft",
+def build_demo(components: Components, *, style: str = FOOD.sampling.style, title: str = "rudolph-ft",
                examples: Sequence[str | os.PathLike] | None = None):
     """The Gradio page: tabs "Nutrition", "Zero-shot" and "Text to image" over one loaded model.
 
@@ -229,8 +233,8 @@ def build_demo(components: Components, *, style: str = "rc4", title: str = "rudo
                     photo = gr.Image(type="pil", label="Food photo", sources=["upload", "clipboard"], elem_id="photo",
                                      height=300)  # small photos (the demo's 128 px) keep a readable box
                     shown = _example_photos_under(photo, examples)
-                    n = gr.Slider(1, 64, value=16, step=1, label="Captions to sample")
-                    seed = gr.Number(43, precision=0, label="Seed")
+                    n = gr.Slider(1, 64, value=FOOD.captions_per_photo, step=1, label="Captions to sample")
+                    seed = gr.Number(FOOD.sampling.seed, precision=0, label="Seed")
                     run = gr.Button("Predict", variant="primary")
                 with gr.Column():
                     hint = "*Click an example photo on the left, or upload your own.*" if shown is not None else ""
@@ -256,7 +260,7 @@ def build_demo(components: Components, *, style: str = "rc4", title: str = "rudo
                     zs_photo = gr.Image(type="pil", label="Photo", sources=["upload", "clipboard"], elem_id="zs-photo")
                     classes = gr.Textbox(DEFAULT_CLASSES, label="Classes (comma-separated)", lines=2,
                                          elem_id="zs-classes")
-                    template = gr.Textbox("блюдо: {};", label="Template ({} = the class)")
+                    template = gr.Textbox(FOOD.class_template, label="Template ({} = the class)")
                     classify = gr.Button("Classify", variant="primary")
                 with gr.Column():
                     label = gr.Label(num_top_classes=5, label="Most likely", elem_id="zs-label")

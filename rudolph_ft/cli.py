@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from .tasks import BASELINE_SAMPLING, FOOD  # torch-free: the tasks' defaults (sampling, prompt) for the options
+
 app = typer.Typer(help="Fine-tune and use the RuDOLPH hyper-modal transformer.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Check, describe and generate captioned-image datasets.", no_args_is_help=True)
@@ -251,7 +253,7 @@ def eval_command(
     data: str = typer.Option(None, "--data", help="labelled data (CSV / folder); default: the run's validation split"),
     images_root: str = typer.Option(None, "--images-root", help="folder the data's image paths are relative to"),
     captions: int = typer.Option(8, "--captions", help="captions sampled per photo"),
-    seed: int = typer.Option(43, help="sampling seed"),
+    seed: int = typer.Option(FOOD.sampling.seed, help="sampling seed"),
     out: str = typer.Option(None, "--out", help="write the full report (JSON) here, and its pictures beside it"),
     modality_check: bool = typer.Option(True, help="also score with the photos swapped between examples"),
     device: str = typer.Option("auto", "--device", help="auto (CUDA, then Apple MPS, then the CPU), cpu, cuda, mps"),
@@ -339,13 +341,13 @@ _OFFLINE = typer.Option(False, "--offline", help="never download: fail at once, 
 _STYLE = typer.Option("auto", "--style", help="prompt and scoring conventions: rc4 (the article's), rc10 (task tokens "
                       "of the official v2 checkpoints) or auto (rc10 for an official preset that has them, else rc4)")
 _IMAGES = typer.Argument(..., help="image files")
-_SEED = typer.Option(43, "--seed", help="sampling seed: the same seed gives the same output")
+_SEED = typer.Option(FOOD.sampling.seed, "--seed", help="sampling seed: the same seed gives the same output")
 _BATCH_SIZE = typer.Option(16, "--batch-size", help="sequences per forward pass")
 _JSON = typer.Option(False, "--json", help="print the results as JSON")
-_TEMPLATE_CAPTION = typer.Option("блюдо:", "--template", help="start of every caption")
-_TOP_K = typer.Option(16, "--top-k", help="sample among the k most likely tokens (1: greedy)")
-_TOP_P = typer.Option(0.6, "--top-p", help="then among the most likely tokens holding this probability")
-_TEMPERATURE = typer.Option(0.8, "--temperature", help="sampling temperature")
+_TEMPLATE_CAPTION = typer.Option(FOOD.prompt, "--template", help="start of every caption")
+_TOP_K = typer.Option(FOOD.sampling.top_k, "--top-k", help="sample among the k most likely tokens (1: greedy)")
+_TOP_P = typer.Option(FOOD.sampling.top_p, "--top-p", help="then among the most likely tokens holding this probability")
+_TEMPERATURE = typer.Option(FOOD.sampling.temperature, "--temperature", help="sampling temperature")
 
 
 def _load(model: str, tokenizer: str | None, vqgan: str | None, device: str | None, offline: bool, style: str):
@@ -427,8 +429,8 @@ def predict(
     model: str = _MODEL, tokenizer: str | None = _TOKENIZER, vqgan: str | None = _VQGAN, device: str | None = _DEVICE,
     offline: bool = _OFFLINE, style: str = _STYLE,
     template: str = _TEMPLATE_CAPTION,
-    n: int = typer.Option(16, "-n", "--num", help="captions to sample per image"),
-    best: int = typer.Option(4, "--best", help="best-ranked captions the answer is taken from"),
+    n: int = typer.Option(FOOD.captions_per_photo, "-n", "--num", help="captions to sample per image"),
+    best: int = typer.Option(FOOD.best, "--best", help="best-ranked captions the answer is taken from"),
     top_k: int = _TOP_K, top_p: float = _TOP_P, temperature: float = _TEMPERATURE, seed: int = _SEED,
     batch_size: int = _BATCH_SIZE, json_output: bool = _JSON,
 ) -> None:
@@ -457,7 +459,8 @@ def classify(
     classes: str = typer.Option(..., "--classes", help="comma-separated class names, e.g. борщ,шаурма,плов"),
     model: str = _MODEL, tokenizer: str | None = _TOKENIZER, vqgan: str | None = _VQGAN, device: str | None = _DEVICE,
     offline: bool = _OFFLINE, style: str = _STYLE,
-    template: str = typer.Option("блюдо: {};", "--template", help="how a class becomes a caption ({} = the class)"),
+    template: str = typer.Option(FOOD.class_template, "--template", help="how a class becomes a caption ({} = the "
+                                 "class)"),
     batch_size: int = _BATCH_SIZE, json_output: bool = _JSON,
 ) -> None:
     """Zero-shot classification: the class whose caption the model finds most likely for each photo."""
@@ -489,12 +492,13 @@ def ask(
     options: str | None = typer.Option(None, "--options", help="answer options separated by ';' (the model names "
                                        "one, e.g. 'борщ; плов')"),
     model: str = _MODEL, tokenizer: str | None = _TOKENIZER, vqgan: str | None = _VQGAN, device: str | None = _DEVICE,
-    offline: bool = _OFFLINE, seed: int = _SEED,
+    offline: bool = _OFFLINE, seed: int = typer.Option(BASELINE_SAMPLING.seed, "--seed", help=_SEED.help),
     top_k: int | None = typer.Option(None, "--top-k", help="sample among the k most likely tokens (1: greedy; "
-                                     "default: the FBC2 baseline's 32)"),
+                                     f"default: the FBC2 baseline's {BASELINE_SAMPLING.top_k})"),
     top_p: float | None = typer.Option(None, "--top-p", help="then among the most likely tokens holding this "
-                                       "probability (default 0.8)"),
-    temperature: float | None = typer.Option(None, "--temperature", help="sampling temperature (default 1.0)"),
+                                       f"probability (default {BASELINE_SAMPLING.top_p})"),
+    temperature: float | None = typer.Option(None, "--temperature", help="sampling temperature (default "
+                                             f"{BASELINE_SAMPLING.temperature})"),
     json_output: bool = _JSON,
 ) -> None:
     """Answer a question about a photo (visual QA, the FBC2 model's task; other models get it as plain text)."""

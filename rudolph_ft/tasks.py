@@ -1,4 +1,14 @@
-"""Tasks as data: each preset's task tokens, and the FBC2 tasks that build training sequences and inference prompts.
+"""Tasks as data: each preset's task tokens, the FBC2 tasks that build training sequences and inference prompts, and
+the food task (the article's); each task with its default sampling. The pipelines, the CLI, the web demo, the data
+code and the training loop read their defaults here.
+
+- `FOOD` (`NutritionTask`): the schema (`FOOD_SCHEMA`: CSV columns, the caption template `блюдо: {name}; белков:
+  {belok}; ...`, nutrients and units), the caption prompt «блюдо:», the parser (`parse`), the metrics (`evaluate`,
+  and `evaluate_run`, which a training run calls through `run_task`) and the article's sampling (`CAPTION_SAMPLING`:
+  top-k 16, top-p 0.6, temperature 0.8, seed 43, rc4 prompts).
+- `TASKS` (`Task`): the FBC2 tasks, sampled as the baseline does (`BASELINE_SAMPLING`), documented below.
+
+This module imports neither torch nor the tokenizer until a prompt is built, so the CLI can read its defaults here.
 
 RuDOLPH-2.7B-FBC2 was fine-tuned on six tasks at once by the public FusionBrain Challenge 2.0 baseline (GitHub
 `ai-forever/fbc2_aij2022`, commit ec99261; paths below are in that repository). What it does, and we do:
@@ -44,15 +54,20 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .config import RuDolphConfig
-from .tokenizer import Tokenizer, normalize_text
+
+if TYPE_CHECKING:  # torch loads on first use: the CLI reads its defaults here and its --help stays fast
+    import torch
+
+    from .tokenizer import Tokenizer
 
 __all__ = [
     "BASE_TASK_TOKENS", "FBC2_TASK_TOKENS", "PRESET_TASK_TOKENS", "TOKEN_DROPOUT", "LossWeights", "Task", "TASKS",
     "TaskLayout", "task_token_ids", "format_options", "get_task",
+    "SamplingDefaults", "CAPTION_SAMPLING", "BASELINE_SAMPLING", "Nutrient", "NutritionSchema", "NutritionTask",
+    "FOOD_SCHEMA", "FOOD", "run_task",
 ]
 
 # name -> offset after the BPE vocabulary: the order of each tuple
@@ -86,6 +101,38 @@ def format_options(options: Sequence[str]) -> str:
     if len(options) > 26:
         raise ValueError(f"at most 26 answer options (a-z), got {len(options)}")
     return "; ".join(f"{chr(ord('a') + i)}) {option.strip()}" for i, option in enumerate(options))
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """A task's default sampling: what its pipelines, the CLI and the web demo use unless told otherwise.
+
+    Attributes:
+        top_k: sample among the k most likely tokens (1: greedy).
+        top_p: then among the most likely tokens holding this probability.
+        temperature: logits are divided by it first.
+        seed: the seed of the local generator (the same seed gives the same output).
+        style: prompt and scoring conventions of the caption pipelines ("rc4": the article's; see
+            `rudolph_ft.pipelines.prompts`).
+    """
+
+    top_k: int
+    top_p: float
+    temperature: float
+    seed: int = 43
+    style: str = "rc4"
+
+    def settings(self):
+        """The sampler's `SamplingSettings` (top-k, top-p, temperature)."""
+        from .pipelines.sampling import SamplingSettings
+
+        return SamplingSettings(top_k=self.top_k, top_p=self.top_p, temperature=self.temperature)
+
+
+#: the article's caption sampling (`generate_captions`, `predict_nutrition`, the CLI, the web demo, evaluation)
+CAPTION_SAMPLING = SamplingDefaults(top_k=16, top_p=0.6, temperature=0.8, seed=43, style="rc4")
+#: the FBC2 baseline's answer sampling (`src/inference/inference.py::run_inference`): the FBC2 tasks' default
+BASELINE_SAMPLING = SamplingDefaults(top_k=32, top_p=0.8, temperature=1.0, seed=43)
 
 
 @dataclass(frozen=True)
@@ -125,6 +172,10 @@ class TaskLayout:
         Returns:
             (length,) int64 tensor.
         """
+        import torch
+
+        from .tokenizer import normalize_text
+
         tok = self.tokenizer
         head = [tok.bos_id]
         token_id = self.token_ids.get(token) if token is not None and self.has_fbc2_tokens else None
@@ -143,6 +194,10 @@ class TaskLayout:
 
         The base six tokens suffice here (rc10's `generate_texts`); without any, `[bos] + bpe(text)`.
         """
+        import torch
+
+        from .tokenizer import normalize_text
+
         tok = self.tokenizer
         head = [tok.bos_id]
         if "<LT_T2T>" in self.token_ids:
@@ -161,6 +216,7 @@ class Task:
         loss_weights: left-text / image / right-text loss weights.
         has_image: whether a sample has a picture (as input, or as output for generation).
         instruction: the Russian instruction that tells the task at inference (the challenge's inputs).
+        sampling: default sampling of its answers (the baseline's, `BASELINE_SAMPLING`).
     """
 
     name: str
@@ -169,6 +225,7 @@ class Task:
     loss_weights: LossWeights
     has_image: bool
     instruction: str = ""
+    sampling: SamplingDefaults = BASELINE_SAMPLING
 
     def left_text(self, *parts: str | None) -> str:
         """The instruction and the text parts (empty ones skipped) joined by spaces, as the baseline joins them."""
@@ -191,6 +248,8 @@ class Task:
         cfg = layout.config
         left = layout.encode(left_text, cfg.l_text_seq_length, _drop(self.left_token, "left", rng, token_dropout))
         if not right_text:
+            import torch
+
             return left, torch.zeros(cfg.r_text_seq_length, dtype=torch.long)
         right_token = _drop(self.right_token, "right", rng, token_dropout) if self.right_token else None
         return left, layout.encode(right_text, cfg.r_text_seq_length, right_token)
@@ -234,3 +293,165 @@ def get_task(name: str) -> Task:
     if name not in TASKS:
         raise KeyError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)}")
     return TASKS[name]
+
+
+# ---- the food task (the article's): captions that name the dish and its nutrients ---------------------------------
+
+
+@dataclass(frozen=True)
+class Nutrient:
+    """One nutrient of the food captions.
+
+    Attributes:
+        field: its name in predictions and reports ("protein"; `ParsedCaption`, `NutritionPrediction`, eval.json).
+        column: its column in the article's CSV ("belok").
+        caption_word: its name in a caption ("белков": `блюдо: ...; белков: 3.5; ...`).
+        label: its name on screen ("белки").
+        unit: its unit ("g", "kcal"; grams per 100 g in the article's data).
+        words: prefixes of the words a parsed caption may name it by (Russian as in the captions, and English).
+    """
+
+    field: str
+    column: str
+    caption_word: str
+    label: str
+    unit: str
+    words: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NutritionSchema:
+    """The article's food data and captions: the CSV's columns, the caption template, the nutrients and units.
+
+    Attributes:
+        nutrients: in caption (and CSV) order.
+        dish_column: the CSV column naming the dish; dish_word: its name in a caption; dish_words: prefixes a parsed
+            caption may name it by.
+        index_column, image_column: the CSV's first column and its image path column.
+    """
+
+    nutrients: tuple[Nutrient, ...]
+    dish_column: str = "name"
+    dish_word: str = "блюдо"
+    dish_words: tuple[str, ...] = ("блюд", "dish", "name", "назв")
+    index_column: str = "index"
+    image_column: str = "path"
+
+    @property
+    def template(self) -> str:
+        """The caption template, `блюдо: {name}; белков: {belok}; жиров: {fats}; углеводов: {uglevod}; ккал: {kkal};`"""
+        fields = [(self.dish_word, self.dish_column)] + [(n.caption_word, n.column) for n in self.nutrients]
+        return " ".join(f"{word}: {{{column}}};" for word, column in fields)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The article's CSV columns in order: `index, belok, fats, uglevod, kkal, name, path`."""
+        return (self.index_column, *self.nutrient_columns, self.dish_column, self.image_column)
+
+    @property
+    def nutrient_columns(self) -> tuple[str, ...]:
+        """The CSV's nutrient columns (`belok, fats, uglevod, kkal`)."""
+        return tuple(n.column for n in self.nutrients)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The nutrients' prediction fields in caption order (`protein, fat, carbs, kcal`)."""
+        return tuple(n.field for n in self.nutrients)
+
+    def nutrient(self, field: str) -> Nutrient:
+        """The nutrient whose prediction field is `field`."""
+        return next(n for n in self.nutrients if n.field == field)
+
+    def field_words(self) -> dict[str, tuple[str, ...]]:
+        """Prediction field -> word prefixes naming it, the dish first (what `parse_caption` recognises)."""
+        return {"dish": self.dish_words, **{n.field: n.words for n in self.nutrients}}
+
+    def caption(self, dish: str, **values: float) -> str:
+        """The caption of these values (lower-cased), numbers written with `:g`, e.g.
+        `caption("борщ", protein=3.5, fat=4, carbs=6, kcal=70)`."""
+        row = {self.dish_column: dish, **{n.column: f"{values[n.field]:g}" for n in self.nutrients}}
+        return self.template.format_map(row).lower()
+
+
+FOOD_SCHEMA = NutritionSchema(nutrients=(
+    Nutrient("protein", "belok", "белков", "белки", "g", ("бел", "protein")),
+    Nutrient("fat", "fats", "жиров", "жиры", "g", ("жир", "fat")),
+    Nutrient("carbs", "uglevod", "углеводов", "углеводы", "g", ("углев", "carb")),
+    Nutrient("kcal", "kkal", "ккал", "ккал", "kcal", ("ккал", "калор", "энерг", "kcal", "calor", "energy")),
+))
+
+
+@dataclass(frozen=True)
+class NutritionTask:
+    """The article's task: caption a food photo with its dish and nutrients, read them back, score them.
+
+    Training uses the single-task layout (an empty left text and the caption as right text, with
+    `train.loss_weights`); inference samples continuations of `prompt`, reranks them by the photo, parses the best
+    ones and agrees on one answer (`predict`); evaluation compares that answer with the labels (`evaluate`, and
+    `evaluate_run` inside a training run). The implementations live in `rudolph_ft.pipelines.nutrition` (parser),
+    `rudolph_ft.pipelines.predict` and `rudolph_ft.train.evaluate` (metrics); their defaults come from here.
+
+    Attributes:
+        name: the task's name.
+        schema: the data's columns, the caption template, the nutrients and their units.
+        prompt: the start of every sampled caption (`--template`, `eval.template`).
+        class_template: a class name's caption for zero-shot classification ({} = the class).
+        sampling: default caption sampling (top-k, top-p, temperature, seed, style).
+        captions_per_photo: captions sampled per photo for a prediction; best: the best-ranked ones it is read from.
+        metric_fields: the nutrients in the order the evaluation reports them (kcal, the headline, first).
+    """
+
+    name: str
+    schema: NutritionSchema
+    prompt: str
+    class_template: str
+    sampling: SamplingDefaults = CAPTION_SAMPLING
+    captions_per_photo: int = 16
+    best: int = 4
+    metric_fields: tuple[str, ...] = ("kcal", "protein", "fat", "carbs")
+
+    @property
+    def metric_columns(self) -> dict[str, str]:
+        """Prediction field -> label column, in report order (`{"kcal": "kkal", "protein": "belok", ...}`)."""
+        return {name: self.schema.nutrient(name).column for name in self.metric_fields}
+
+    def parse(self, text: str):
+        """What one caption says (`rudolph_ft.pipelines.nutrition.parse_caption`): a `ParsedCaption`."""
+        from .pipelines.nutrition import parse_caption
+
+        return parse_caption(text)
+
+    def predict(self, components, images: Sequence, **options) -> list:
+        """Dish and nutrients of each photo (`predict_nutrition_batch`): a `NutritionPrediction` each."""
+        from .pipelines.predict import predict_nutrition_batch
+
+        return predict_nutrition_batch(components, images, **options)
+
+    def evaluate(self, components, images: Sequence, metas: Sequence[dict], **options) -> dict:
+        """Dish accuracy and nutrient errors on labelled photos next to the baseline (`evaluate_predictions`)."""
+        from .train.evaluate import evaluate_predictions
+
+        return evaluate_predictions(components, images, metas, **options)
+
+    def evaluate_run(self, trainer: Any, final: bool) -> dict:
+        """A training run's evaluation (`evaluate_during_training`): validation loss, sampled captions each
+        `eval.every` steps, and at the end the metrics of `evaluate` on the validation split."""
+        from .train.evaluate import evaluate_during_training
+
+        return evaluate_during_training(trainer, final=final)
+
+    def format_report(self, report: dict) -> str:
+        """`evaluate`'s report as a table (`format_report`)."""
+        from .train.evaluate import format_report
+
+        return format_report(report)
+
+
+FOOD = NutritionTask("food", FOOD_SCHEMA, prompt=f"{FOOD_SCHEMA.dish_word}:",
+                     class_template=f"{FOOD_SCHEMA.dish_word}: {{}};")
+
+
+def run_task(config: Any = None) -> NutritionTask:
+    """The task a training run's `data.path` rows teach and its evaluation scores: the food task for every run
+    configuration (a multitask run's `tasks.path` rows train beside them, see `TasksSection`)."""
+    return FOOD

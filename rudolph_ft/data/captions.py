@@ -7,12 +7,14 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ..tasks import FOOD_SCHEMA
 from .tables import DataError
 
 __all__ = ["ARTICLE_TEMPLATE", "CaptionRules", "CaptionError"]
 
-# The article's caption; lower-cased, kept only when 10 < len(caption) < 100 (RECIPE §1).
-ARTICLE_TEMPLATE = "блюдо: {name}; белков: {belok}; жиров: {fats}; углеводов: {uglevod}; ккал: {kkal};"
+# The article's caption (`rudolph_ft.tasks.FOOD_SCHEMA`): "блюдо: {name}; белков: {belok}; жиров: {fats};
+# углеводов: {uglevod}; ккал: {kkal};", lower-cased, kept only when 10 < len(caption) < 100 (RECIPE §1).
+ARTICLE_TEMPLATE = FOOD_SCHEMA.template
 
 
 class CaptionError(DataError):

@@ -7,13 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..tasks import FOOD_SCHEMA
 from .captions import ARTICLE_TEMPLATE, CaptionRules
 
 __all__ = ["ARTICLE_COLUMNS", "NUTRIENT_COLUMNS", "DataConfig", "food_config", "config_for"]
 
-# The article's CSV schema (protein g, fat g, carbohydrates g, kcal, dish name, image path relative to the image root).
-ARTICLE_COLUMNS = ("index", "belok", "fats", "uglevod", "kkal", "name", "path")
-NUTRIENT_COLUMNS = ("belok", "fats", "uglevod", "kkal")
+# The article's CSV schema (`rudolph_ft.tasks.FOOD_SCHEMA`): index, protein g, fat g, carbohydrates g, kcal, dish
+# name, image path relative to the image root (`index, belok, fats, uglevod, kkal, name, path`).
+ARTICLE_COLUMNS = FOOD_SCHEMA.columns
+NUTRIENT_COLUMNS = FOOD_SCHEMA.nutrient_columns
 
 
 @dataclass(frozen=True)
@@ -104,12 +106,12 @@ def food_config(path: str | Path, images_root: str | Path | None = None, **overr
     values: dict[str, Any] = dict(
         path=str(path),
         images_root=None if images_root is None else str(images_root),
-        image_column="path",
+        image_column=FOOD_SCHEMA.image_column,
         caption=CaptionRules(template=ARTICLE_TEMPLATE),
         columns=ARTICLE_COLUMNS,
         numeric_columns=NUTRIENT_COLUMNS,
-        required_columns=("name",),
-        label_column="name",
+        required_columns=(FOOD_SCHEMA.dish_column,),
+        label_column=FOOD_SCHEMA.dish_column,
     )
     values.update(overrides)
     return DataConfig(**values)

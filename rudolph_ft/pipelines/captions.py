@@ -19,6 +19,7 @@ import torch
 
 from ..components import Components
 from ..model import RuDolph
+from ..tasks import FOOD
 from .inputs import ImageInput, image_codes
 from .prompts import Prompter
 from .sampling import SamplingSettings, decode_loop, draw_uniforms, model_step
@@ -60,7 +61,7 @@ def sample_caption_ids(
     settings: SamplingSettings,
     *,
     prompter: Prompter,
-    seed: int | None = 43,
+    seed: int | None = FOOD.sampling.seed,
     batch_size: int = 16,
     stop_at_eos: bool = True,
     use_cache: bool = True,
@@ -120,15 +121,15 @@ def sample_caption_ids(
 def generate_captions_batch(
     components: Components,
     images: Sequence[ImageInput],
-    template: str = "блюдо:",
+    template: str = FOOD.prompt,
     n: int = 4,
     *,
-    top_k: int = 16,
-    top_p: float = 0.6,
-    temperature: float = 0.8,
-    seed: int | None = 43,
+    top_k: int = FOOD.sampling.top_k,
+    top_p: float = FOOD.sampling.top_p,
+    temperature: float = FOOD.sampling.temperature,
+    seed: int | None = FOOD.sampling.seed,
     batch_size: int = 16,
-    style: str = "rc4",
+    style: str = FOOD.sampling.style,
     stop_at_eos: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[CaptionSamples]:
@@ -162,18 +163,19 @@ def generate_captions_batch(
 def generate_captions(
     components: Components,
     image: ImageInput,
-    template: str = "блюдо:",
+    template: str = FOOD.prompt,
     n: int = 4,
     *,
-    top_k: int = 16,
-    top_p: float = 0.6,
-    temperature: float = 0.8,
-    seed: int | None = 43,
+    top_k: int = FOOD.sampling.top_k,
+    top_p: float = FOOD.sampling.top_p,
+    temperature: float = FOOD.sampling.temperature,
+    seed: int | None = FOOD.sampling.seed,
     batch_size: int = 16,
-    style: str = "rc4",
+    style: str = FOOD.sampling.style,
     unique: bool = True,
 ) -> list[str]:
-    """Caption an image: sample `n` continuations of `template` (defaults: the article's settings).
+    """Caption an image: sample `n` continuations of `template` (defaults: the article's settings, `FOOD.sampling`
+    of `rudolph_ft.tasks`).
 
     Args:
         components: model, tokenizer and VQGAN (`load_components`).

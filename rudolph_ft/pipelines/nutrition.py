@@ -1,9 +1,10 @@
 """Read dish and nutrients out of generated captions, and agree on one answer over several captions (no torch).
 
 Captions follow the article's template `блюдо: {name}; белков: {protein}; жиров: {fat}; углеводов: {carbs};
-ккал: {kcal};`, but a model writes what it likes: fields go missing, come twice or in another order, numbers use a
-decimal comma ("3,5") or carry units ("120 ккал"), words are cut off. `parse_caption` takes whatever it can find
-and never raises; `aggregate` votes on the dish and takes the median of each nutrient.
+ккал: {kcal};` (`rudolph_ft.tasks.FOOD_SCHEMA`, which also gives the words each field may be named by), but a
+model writes what it likes: fields go missing, come twice or in another order, numbers use a decimal comma ("3,5")
+or carry units ("120 ккал"), words are cut off. `parse_caption` takes whatever it can find and never raises;
+`aggregate` votes on the dish and takes the median of each nutrient.
 """
 
 from __future__ import annotations
@@ -15,18 +16,14 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from ..tasks import FOOD_SCHEMA
+
 __all__ = ["NUTRIENTS", "ParsedCaption", "parse_caption", "parse_number", "aggregate", "format_caption"]
 
-NUTRIENTS = ("protein", "fat", "carbs", "kcal")
+NUTRIENTS = FOOD_SCHEMA.fields  # ("protein", "fat", "carbs", "kcal")
 
-# field -> prefixes of the words that name it (Russian as in the article's captions, and English)
-_FIELD_WORDS = {
-    "dish": ("блюд", "dish", "name", "назв"),
-    "protein": ("бел", "protein"),
-    "fat": ("жир", "fat"),
-    "carbs": ("углев", "carb"),
-    "kcal": ("ккал", "калор", "энерг", "kcal", "calor", "energy"),
-}
+# field -> prefixes of the words that name it (Russian as in the article's captions, and English), the dish first
+_FIELD_WORDS = FOOD_SCHEMA.field_words()
 _KEY = re.compile(r"(?P<key>[^\W\d_]+)\s*[:=]")  # a word followed by ':' (or '=')
 _NUMBER = re.compile(r"[-+]?\d+(?:[.,]\d+)?")
 _KCAL_AFTER = re.compile(r"(?P<value>\d+(?:[.,]\d+)?)\s*(?:ккал|kcal)", re.IGNORECASE)
@@ -104,7 +101,7 @@ def parse_caption(text: str) -> ParsedCaption:
 
 def format_caption(dish: str, protein: float, fat: float, carbs: float, kcal: float) -> str:
     """The article's caption for these values (lower-cased), e.g. to compare a prediction with a label."""
-    return f"блюдо: {dish}; белков: {protein:g}; жиров: {fat:g}; углеводов: {carbs:g}; ккал: {kcal:g};".lower()
+    return FOOD_SCHEMA.caption(dish, protein=protein, fat=fat, carbs=carbs, kcal=kcal)
 
 
 def aggregate(parsed: Sequence[ParsedCaption]) -> dict[str, str | float | None]:

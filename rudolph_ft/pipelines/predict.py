@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..components import Components
+from ..tasks import FOOD
 from .captions import CaptionSamples, generate_captions_batch
 from .inputs import ImageInput
 from .nutrition import NUTRIENTS, ParsedCaption, aggregate, parse_caption
@@ -91,15 +92,15 @@ def predict_nutrition_batch(
     components: Components,
     images: Sequence[ImageInput],
     *,
-    template: str = "блюдо:",
-    n: int = 16,
-    best: int = 4,
-    top_k: int = 16,
-    top_p: float = 0.6,
-    temperature: float = 0.8,
-    seed: int | None = 43,
+    template: str = FOOD.prompt,
+    n: int = FOOD.captions_per_photo,
+    best: int = FOOD.best,
+    top_k: int = FOOD.sampling.top_k,
+    top_p: float = FOOD.sampling.top_p,
+    temperature: float = FOOD.sampling.temperature,
+    seed: int | None = FOOD.sampling.seed,
     batch_size: int = 16,
-    style: str = "rc4",
+    style: str = FOOD.sampling.style,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[NutritionPrediction]:
     """`predict_nutrition` for several photos; their captions are sampled in shared batches (`progress(done,
@@ -124,6 +125,7 @@ def predict_nutrition(components: Components, image: ImageInput, **options) -> N
         components: model, tokenizer and VQGAN of a model fine-tuned on captions like the article's.
         image: a path, PIL image or (3, H, W) tensor.
         **options: template="блюдо:", n=16, best=4, top_k=16, top_p=0.6, temperature=0.8, seed=43,
-            batch_size=16, style="rc4", progress=None (see `predict_nutrition_batch`).
+            batch_size=16, style="rc4", progress=None (see `predict_nutrition_batch`; the defaults are the food
+            task's, `rudolph_ft.tasks.FOOD`).
     """
     return predict_nutrition_batch(components, [image], **options)[0]

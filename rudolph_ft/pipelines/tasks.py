@@ -26,7 +26,7 @@ import torch
 
 from ..components import Components
 from ..model import RuDolph
-from ..tasks import TaskLayout, format_options, get_task
+from ..tasks import BASELINE_SAMPLING, TaskLayout, format_options, get_task
 from .inputs import ImageInput, image_codes
 from .prompts import Prompter
 from .sampling import SamplingSettings, decode_loop, draw_uniforms, model_step
@@ -37,13 +37,14 @@ __all__ = [
     "continue_text", "continue_text_batch", "sample_text_ids",
 ]
 
-ANSWER_SAMPLING = SamplingSettings(top_k=32, top_p=0.8, temperature=1.0)  # the baseline's run_inference
+ANSWER_SAMPLING = BASELINE_SAMPLING.settings()  # the baseline's run_inference: every FBC2 `Task.sampling`
+_SEED = BASELINE_SAMPLING.seed
 _WARNED: weakref.WeakSet = weakref.WeakSet()  # models already told they lack the task tokens
 
 
 @torch.inference_mode()
 def sample_text_ids(model: RuDolph, prompts: torch.Tensor, steps: int, settings: SamplingSettings, *,
-                    prompter: Prompter, seed: int | None = 43, batch_size: int = 16,
+                    prompter: Prompter, seed: int | None = _SEED, batch_size: int = 16,
                     use_cache: bool = True) -> torch.Tensor:
     """Sample `steps` text tokens after each prompt (one answer per prompt), stopping at eos.
 
@@ -126,7 +127,7 @@ def _each(values, count: int, what: str) -> list:
 def answer_batch(components: Components, images: Sequence[ImageInput], questions: Sequence[str],
                  options: Sequence[Sequence[str] | None] | None = None, *, top_k: int = ANSWER_SAMPLING.top_k,
                  top_p: float = ANSWER_SAMPLING.top_p, temperature: float = ANSWER_SAMPLING.temperature,
-                 seed: int | None = 43, batch_size: int = 16, task_tokens: bool = False) -> list[str]:
+                 seed: int | None = _SEED, batch_size: int = 16, task_tokens: bool = False) -> list[str]:
     """Answer a question about each image (visual QA); see `answer`. `options`: one list (or None) per image."""
     if len(images) != len(questions):
         raise ValueError(f"got {len(images)} images but {len(questions)} questions: give one question per image")
@@ -159,7 +160,7 @@ def answer(components: Components, image: ImageInput, question: str, options: Se
 def answer_text_batch(components: Components, questions: Sequence[str], contexts: Sequence[str | None] | None = None,
                       options: Sequence[Sequence[str] | None] | None = None, *, task: str | None = None,
                       top_k: int = ANSWER_SAMPLING.top_k, top_p: float = ANSWER_SAMPLING.top_p,
-                      temperature: float = ANSWER_SAMPLING.temperature, seed: int | None = 43,
+                      temperature: float = ANSWER_SAMPLING.temperature, seed: int | None = _SEED,
                       batch_size: int = 16, task_tokens: bool = False) -> list[str]:
     """Answer questions about texts (text QA) or math problems (math QA); see `answer_text`.
 
@@ -193,7 +194,7 @@ def answer_text(components: Components, question: str, context: str | None = Non
 @in_eval_mode
 def read_text_batch(components: Components, images: Sequence[ImageInput], *, top_k: int = ANSWER_SAMPLING.top_k,
                     top_p: float = ANSWER_SAMPLING.top_p, temperature: float = ANSWER_SAMPLING.temperature,
-                    seed: int | None = 43, batch_size: int = 16, task_tokens: bool = False) -> list[str]:
+                    seed: int | None = _SEED, batch_size: int = 16, task_tokens: bool = False) -> list[str]:
     """The text written in each image (text recognition); see `read_text`."""
     return _solve(components, "text_recognition", [()] * len(images), images, _settings(top_k, top_p, temperature),
                   seed, batch_size, task_tokens)
@@ -213,7 +214,7 @@ def read_text(components: Components, image: ImageInput, **kwargs) -> str:
 @in_eval_mode
 def continue_text_batch(components: Components, texts: Sequence[str], *, top_k: int = ANSWER_SAMPLING.top_k,
                         top_p: float = ANSWER_SAMPLING.top_p, temperature: float = ANSWER_SAMPLING.temperature,
-                        seed: int | None = 43, batch_size: int = 16) -> list[str]:
+                        seed: int | None = _SEED, batch_size: int = 16) -> list[str]:
     """Continue each text (T2T, in the left-text positions); texts of equal token length share batches."""
     model, layout = components.model, TaskLayout(components.model.config, components.tokenizer)
     prompter = Prompter(model.config, components.tokenizer, "rc10")

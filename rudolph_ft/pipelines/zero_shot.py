@@ -19,13 +19,14 @@ import torch
 
 from ..components import Components
 from ..model import RuDolph
+from ..tasks import FOOD
 from .inputs import ImageInput, image_codes
 from .prompts import Prompter
 from .scoring import in_eval_mode, prefix_cache, right_text_perplexity
 
 __all__ = ["ZeroShotResult", "zero_shot_classify", "class_perplexities", "reference_scores"]
 
-DEFAULT_TEMPLATE = "блюдо: {};"  # how the article's captions name the dish
+DEFAULT_TEMPLATE = FOOD.class_template  # "блюдо: {};": how the article's captions name the dish
 
 
 @dataclass

@@ -35,6 +35,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from ..tasks import FOOD
 from .freeze import ADAPTERS, ROLES, FreezeConfig
 
 __all__ = ["DEMO_CONFIG", "TrainConfig", "ConfigError", "load_train_config", "read_train_config", "apply_overrides",
@@ -198,7 +199,7 @@ class EvalSection(_Section):
     every: Whole = _key(500, "validation loss + sample captions every N steps", note=" (0: only at the end)", ge=0)
     samples: Whole = _key(4, "fixed validation photos captioned at each evaluation", ge=0)
     final: StrictBool = _key(True, "dish / nutrient metrics on the validation split at the end")
-    template: StrictStr = _key("блюдо:", "start of every sampled caption")
+    template: StrictStr = _key(FOOD.prompt, "start of every sampled caption")
     captions_per_image: Whole = _key(4, "captions sampled per photo by the final evaluation", ge=1)
 
 

@@ -15,11 +15,14 @@ from collections.abc import Sequence
 
 import torch
 
+from ..tasks import FOOD
+
 __all__ = ["validation_loss", "evaluate_predictions", "evaluate_labelled_data", "evaluate_during_training",
            "format_report", "dish_confusion", "per_dish_scores", "NUTRIENTS", "NO_DISH"]
 
-#: prediction field -> label column of the article's CSV
-NUTRIENTS = {"kcal": "kkal", "protein": "belok", "fat": "fats", "carbs": "uglevod"}
+#: prediction field -> label column of the article's CSV, in report order (`{"kcal": "kkal", "protein": "belok",
+#: "fat": "fats", "carbs": "uglevod"}`: the food task's `metric_columns`)
+NUTRIENTS = FOOD.metric_columns
 #: the confusion matrix's column for photos whose captions named no dish
 NO_DISH = "(no dish)"
 
@@ -43,7 +46,7 @@ def validation_loss(model, examples, *, l_text_seq_length: int, loss_weights, ba
 
 def _targets(meta: dict) -> dict:
     values = meta.get("meta", meta)
-    target = {"dish": str(values.get("name", "")).strip().lower() or None}
+    target = {"dish": str(values.get(FOOD.schema.dish_column, "")).strip().lower() or None}
     for field, column in NUTRIENTS.items():
         target[field] = float(values[column]) if values.get(column) not in (None, "") else None
     return target
@@ -111,8 +114,8 @@ def per_dish_scores(examples: Sequence[dict], fallback: dict) -> list[dict]:
 
 def evaluate_predictions(components, images: Sequence, metas: Sequence[dict], *,
                          baseline_from: Sequence[dict] | None = None, modality_check: bool = True,
-                         n: int = 8, best: int = 4, seed: int = 43, template: str = "блюдо:",
-                         batch_size: int = 16) -> dict:
+                         n: int = 8, best: int = FOOD.best, seed: int = FOOD.sampling.seed,
+                         template: str = FOOD.prompt, batch_size: int = 16) -> dict:
     """Score nutrition predictions on labelled photos.
 
     Args:
@@ -120,7 +123,8 @@ def evaluate_predictions(components, images: Sequence, metas: Sequence[dict], *,
         images: photos (paths, PIL images or tensors); `metas`: their labels (the article's columns).
         baseline_from: labels the always-the-mean baseline is computed from (default: the evaluated labels).
         modality_check: also score with each photo replaced by another example's photo.
-        n, best, seed, template, batch_size: caption sampling (see `predict_nutrition`).
+        n, best, seed, template, batch_size: caption sampling (see `predict_nutrition`; the other sampling
+            settings are the food task's defaults, `rudolph_ft.tasks.FOOD.sampling`).
 
     Returns:
         {"model": scores, "baseline": scores, "images_swapped": scores, "examples": [...], "baseline_answer":

@@ -504,10 +504,15 @@ class Trainer:
             self._save_checkpoint()
 
     # ---- evaluation, checkpoints, the end -----------------------------------------------------------------
-    def _evaluate(self, final: bool) -> dict:
-        from .evaluate import evaluate_during_training
+    @property
+    def task(self):
+        """The run's task (`rudolph_ft.tasks.run_task`: the food task), which evaluates the run."""
+        from ..tasks import run_task
 
-        result = evaluate_during_training(self, final=final)
+        return run_task(self.config)
+
+    def _evaluate(self, final: bool) -> dict:
+        result = self.task.evaluate_run(self, final=final)
         self.model.train()
         return result
 
