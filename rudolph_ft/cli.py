@@ -485,46 +485,118 @@ def classify(
     _finish(results, failures, json_output)
 
 
-@app.command()
-def ask(
-    photo: str = typer.Argument(..., help="image file"),
-    question: str = typer.Argument(..., help="the question, e.g. 'сколько здесь калорий?'"),
-    options: str | None = typer.Option(None, "--options", help="answer options separated by ';' (the model names "
-                                       "one, e.g. 'борщ; плов')"),
-    model: str = _MODEL, tokenizer: str | None = _TOKENIZER, vqgan: str | None = _VQGAN, device: str | None = _DEVICE,
-    offline: bool = _OFFLINE, seed: int = typer.Option(BASELINE_SAMPLING.seed, "--seed", help=_SEED.help),
-    top_k: int | None = typer.Option(None, "--top-k", help="sample among the k most likely tokens (1: greedy; "
-                                     f"default: the FBC2 baseline's {BASELINE_SAMPLING.top_k})"),
-    top_p: float | None = typer.Option(None, "--top-p", help="then among the most likely tokens holding this "
-                                       f"probability (default {BASELINE_SAMPLING.top_p})"),
-    temperature: float | None = typer.Option(None, "--temperature", help="sampling temperature (default "
-                                             f"{BASELINE_SAMPLING.temperature})"),
-    json_output: bool = _JSON,
-) -> None:
-    """Answer a question about a photo (visual QA, the FBC2 model's task; other models get it as plain text)."""
-    import warnings
+_TASK_SEED = typer.Option(BASELINE_SAMPLING.seed, "--seed", help=_SEED.help)
+_TASK_TOP_K = typer.Option(None, "--top-k", help="sample among the k most likely tokens (1: greedy; default: the "
+                           f"FBC2 baseline's {BASELINE_SAMPLING.top_k})")
+_TASK_TOP_P = typer.Option(None, "--top-p", help="then among the most likely tokens holding this probability "
+                           f"(default {BASELINE_SAMPLING.top_p})")
+_TASK_TEMPERATURE = typer.Option(None, "--temperature", help=f"sampling temperature (default "
+                                 f"{BASELINE_SAMPLING.temperature})")
+_OPTIONS = typer.Option(None, "--options", help="answer options separated by ';' (the model names one, e.g. "
+                        "'борщ; плов')")
 
-    from .pipelines import answer
+
+def _split_options(options: str | None) -> list[str] | None:
+    return [o.strip() for o in options.split(";") if o.strip()] if options else None
+
+
+def _open_photo(photo: str):
+    """The photo, opened before the model loads: a wrong path fails at once."""
     from .pipelines.inputs import open_images
 
-    images, errors = open_images([photo])  # before the model loads: a wrong path fails at once
+    images, errors = open_images([photo])
     if errors:
         typer.echo(f"error: {errors[0]}", err=True)
         raise typer.Exit(1)
-    components, _ = _load(model, tokenizer, vqgan, device, offline, "auto")
-    choices = [o.strip() for o in options.split(";") if o.strip()] if options else None
-    sampling = {k: v for k, v in dict(top_k=top_k, top_p=top_p, temperature=temperature).items() if v is not None}
-    with warnings.catch_warnings(record=True) as caught:  # "no task tokens": one plain line, not a traceback-like one
+    return images[0][1]
+
+
+def _run_task(solve, loaded: tuple, record: dict, json_output: bool, **sampling) -> None:
+    """Load the model, call `solve(components, **sampling)` (unset sampling options: the task's defaults) and print
+    its text, or `record` with it as "answer" (--json); "no task tokens" warnings as one plain line on stderr."""
+    import warnings
+
+    components, _ = _load(*loaded, "auto")
+    sampling = {k: v for k, v in sampling.items() if v is not None}
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        text = answer(components, images[0][1], question, choices, seed=seed, **sampling)
+        text = solve(components, **sampling)
     for warning in caught:
         typer.echo(f"warning: {warning.message}", err=True)
     if json_output:
         import json
 
-        text = json.dumps({"image": photo, "question": question, "options": choices, "answer": text},
-                          ensure_ascii=False)
+        text = json.dumps({**record, "answer": text}, ensure_ascii=False)
     typer.echo(text)
+
+
+@app.command()
+def ask(
+    photo: str = typer.Argument(..., help="image file"),
+    question: str = typer.Argument(..., help="the question, e.g. 'сколько здесь калорий?'"),
+    options: str | None = _OPTIONS,
+    model: str = _MODEL, tokenizer: str | None = _TOKENIZER, vqgan: str | None = _VQGAN, device: str | None = _DEVICE,
+    offline: bool = _OFFLINE, seed: int = _TASK_SEED, top_k: int | None = _TASK_TOP_K,
+    top_p: float | None = _TASK_TOP_P, temperature: float | None = _TASK_TEMPERATURE, json_output: bool = _JSON,
+) -> None:
+    """Answer a question about a photo (visual QA, the FBC2 model's task; other models get it as plain text)."""
+    from .pipelines import answer
+
+    image, choices = _open_photo(photo), _split_options(options)
+    _run_task(lambda c, **kw: answer(c, image, question, choices, seed=seed, **kw),
+              (model, tokenizer, vqgan, device, offline),
+              {"image": photo, "question": question, "options": choices}, json_output,
+              top_k=top_k, top_p=top_p, temperature=temperature)
+
+
+@app.command("ask-text")
+def ask_text(
+    question: str = typer.Argument(..., help="the question, or a math problem ('6 умножить на y - 54 это -72, "
+                                   "для y.')"),
+    context: str | None = typer.Option(None, "--context", help="the text the question is about (text QA); without "
+                                       "it: math QA"),
+    options: str | None = _OPTIONS,
+    model: str = _MODEL, tokenizer: str | None = _TOKENIZER, vqgan: str | None = _VQGAN, device: str | None = _DEVICE,
+    offline: bool = _OFFLINE, seed: int = _TASK_SEED, top_k: int | None = _TASK_TOP_K,
+    top_p: float | None = _TASK_TOP_P, temperature: float | None = _TASK_TEMPERATURE, json_output: bool = _JSON,
+) -> None:
+    """Answer a question about a text (text QA, --context) or solve a math problem (math QA)."""
+    from .pipelines import answer_text
+
+    choices = _split_options(options)
+    _run_task(lambda c, **kw: answer_text(c, question, context, choices, seed=seed, **kw),
+              (model, tokenizer, vqgan, device, offline),
+              {"question": question, "context": context, "options": choices}, json_output,
+              top_k=top_k, top_p=top_p, temperature=temperature)
+
+
+@app.command("read")
+def read(
+    photo: str = typer.Argument(..., help="image file with text in it (a sign, a label)"),
+    model: str = _MODEL, tokenizer: str | None = _TOKENIZER, vqgan: str | None = _VQGAN, device: str | None = _DEVICE,
+    offline: bool = _OFFLINE, seed: int = _TASK_SEED, top_k: int | None = _TASK_TOP_K,
+    top_p: float | None = _TASK_TOP_P, temperature: float | None = _TASK_TEMPERATURE, json_output: bool = _JSON,
+) -> None:
+    """Read the text written in a photo (text recognition, an FBC2 task)."""
+    from .pipelines import read_text
+
+    image = _open_photo(photo)
+    _run_task(lambda c, **kw: read_text(c, image, seed=seed, **kw), (model, tokenizer, vqgan, device, offline),
+              {"image": photo}, json_output, top_k=top_k, top_p=top_p, temperature=temperature)
+
+
+@app.command("continue")
+def continue_(
+    text: str = typer.Argument(..., help="the start of a text, e.g. 'борщ варят из'"),
+    model: str = _MODEL, tokenizer: str | None = _TOKENIZER, vqgan: str | None = _VQGAN, device: str | None = _DEVICE,
+    offline: bool = _OFFLINE, seed: int = _TASK_SEED, top_k: int | None = _TASK_TOP_K,
+    top_p: float | None = _TASK_TOP_P, temperature: float | None = _TASK_TEMPERATURE, json_output: bool = _JSON,
+) -> None:
+    """Continue a text (T2T): prints the text with its continuation."""
+    from .pipelines import continue_text
+
+    _run_task(lambda c, **kw: continue_text(c, text, seed=seed, **kw), (model, tokenizer, vqgan, device, offline),
+              {"text": text}, json_output, top_k=top_k, top_p=top_p, temperature=temperature)
 
 
 @app.command()

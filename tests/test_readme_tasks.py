@@ -39,7 +39,8 @@ def commands() -> list[list[str]]:
 
 def test_the_section_shows_commands_of_each_kind():
     shown = {tuple(args[:2]) if args[0] == "data" else args[0] for args in commands()}
-    assert {"ask", "caption", "generate", "train", ("data", "demo"), ("data", "check")} <= shown
+    assert {"ask", "ask-text", "read", "continue", "caption", "generate", "train", ("data", "demo"),
+            ("data", "check")} <= shown
 
 
 @pytest.mark.parametrize("args", commands(), ids=lambda args: "-".join(args[:2]))

@@ -233,3 +233,36 @@ def test_ask_command(tmp_path):
                                          "answer": bundle.SCRIPT}
     result = CliRunner().invoke(app, ["ask", str(tmp_path / "missing.jpg"), "что это?", "--model", "no-such-model"])
     assert result.exit_code == 1 and "missing.jpg" in result.stderr  # the photo is checked before any model loads
+
+
+def test_text_reading_and_continuation_commands_print_what_the_python_calls_return(tmp_path):
+    """`ask-text` (text QA with --context, math QA without), `read` and `continue`: the CLI prints what the Python
+    call on the same model folder returns, --json adds the inputs, a missing photo fails before any model loads."""
+    from rudolph_ft.components import load_components
+    from rudolph_ft.pipelines import answer_text, continue_text, read_text
+
+    folder = str(tmp_path / "model")
+    bundle.save_tiny_bundle(folder, seed=1, scripted=bundle.SCRIPT)
+    components = load_components(folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no FBC2 task tokens", checked by the commands below
+        expected = {
+            ("ask-text", "сколько белков в борще?", "--context", "в борще 3,5 г белков."):
+                answer_text(components, "сколько белков в борще?", "в борще 3,5 г белков.", seed=7),
+            ("ask-text", "2 плюс 2?", "--options", "4; 5"): answer_text(components, "2 плюс 2?", None, ["4", "5"],
+                                                                        seed=7),
+            ("read", PHOTOS[0]): read_text(components, PHOTOS[0], seed=7),
+            ("continue", "борщ варят из"): continue_text(components, "борщ варят из", seed=7, top_k=1),
+        }
+    for args, text in expected.items():
+        extra = ["--top-k", "1"] if args[0] == "continue" else []
+        result = CliRunner().invoke(app, [*args, "--model", folder, "--seed", "7", *extra])
+        assert result.exit_code == 0, result.output
+        assert result.stdout.strip() == text.strip(), args
+        assert ("no FBC2 task tokens" in result.stderr) == (args[0] != "continue"), args  # T2T is an rc10 task
+    result = CliRunner().invoke(app, ["ask-text", "2 плюс 2?", "--context", "текст", "--json", "--model", folder])
+    assert result.exit_code == 0, result.output
+    assert set(json.loads(result.stdout)) == {"question", "context", "options", "answer"}
+    result = CliRunner().invoke(app, ["read", str(tmp_path / "missing.jpg"), "--model", "no-such-model"])
+    assert result.exit_code == 1 and "missing.jpg" in result.stderr
+
