@@ -11,12 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import ASSETS
+from numerics import assert_scalar_close, longest_sum
 from typer.testing import CliRunner
 
 from rudolph_ft.cli import app
 from rudolph_ft.config import RuDolphConfig
 from rudolph_ft.data.demo import DISHES
 from rudolph_ft.data.demo_tasks import (
+    TASKS_VAL_FILE,
     demo_task_rows,
     nutrition_rows,
     score_vqa_answers,
@@ -61,8 +63,10 @@ def small_data(tmp_path_factory):
         if row["image"]:
             shutil.copy(ROOT / "data" / "demo" / row["image"], out / row["image"])
     vqa = [row for row in rows if row["task"] == "vqa"]
-    textqa = [row for row in rows if row["task"] == "textqa"][::25]
-    write_jsonl(out / "tasks.jsonl", vqa + textqa)
+    textqa = [row for row in rows if row["task"] == "textqa"]
+    write_jsonl(out / "tasks.jsonl", vqa + textqa[::25])
+    # validation rows (tasks.val_path): 6 VQA, and 15 text QA, more than a batch of 12
+    write_jsonl(out / TASKS_VAL_FILE, vqa[-6:] + textqa[3::27])
     return out
 
 
@@ -208,9 +212,11 @@ def test_demo_questions_about_validation_photos_are_held_out(small_data, tmp_pat
 CONFIG = ROOT / "configs" / "demo-multitask.yaml"
 
 
-def tiny_overrides(data: Path, run: Path, dropout: float = 0.0) -> list[str]:
-    """configs/demo-multitask.yaml at a tiny size on `data` (its tasks.jsonl), batch 12, no evaluation."""
+def tiny_overrides(data: Path, run: Path, dropout: float = 0.0, val: Path | None = None) -> list[str]:
+    """configs/demo-multitask.yaml at a tiny size on `data` (its tasks.jsonl; validation rows `val`, default
+    none), batch 12, no evaluation."""
     return [f"output_dir={run}", f"data.path={data}", f"tasks.path={data / 'tasks.jsonl'}",
+            f"tasks.val_path={val if val is not None else 'null'}",
             "model.overrides={num_layers: 1, hidden_size: 32, num_attention_heads: 2, l_text_seq_length: 32, "
             f"attention_dropout_prob: {dropout}, output_dropout_prob: {dropout}}}",
             "tokenizer.train_vocab_size=200", "vqgan.views=1", "train.batch_size=12", "eval.final=false",
@@ -360,3 +366,82 @@ def test_a_multitask_run_through_the_cli_weights_each_task(small_data, tmp_path,
             assert float(task_loss) == pytest.approx(rows[0][f"task_loss/{name}"], rel=1e-5)
             total += float(task_loss) * len(ids) / 12
     assert total == pytest.approx(rows[0]["loss"], rel=1e-5)
+
+
+# Validation loss per task (tasks.val_path) --------------------------------------------------------------------------
+def test_a_validation_logs_each_tasks_loss_on_the_val_rows(small_data, tmp_path):
+    """tasks.val_path: every validation point logs val_task_loss/<task> for each task of the table, equal to that
+    task's loss recomputed here from the logits of the model of that point (checkpoints/step-1 for the evaluation
+    every step, final/ for the final one): eval mode, no task-token dropout, the task's loss weights, batches of
+    train.batch_size rows averaged by their rows. The plot draws them beside the training curves."""
+    from rudolph_ft.components import load_components
+    from rudolph_ft.train.config import load_train_config
+    from rudolph_ft.train.data import task_examples
+
+    run = tmp_path / "run"
+    overrides = [*tiny_overrides(small_data, run, dropout=0.1, val=small_data / TASKS_VAL_FILE),
+                 "train.max_steps=2", "eval.every=1", "checkpoint.every=1", "eval.final=true", "eval.samples=1",
+                 "eval.captions_per_image=1", "tasks.loss_weights={vqa: [2, 1, 5]}"]
+    messages = []
+    Trainer(load_train_config(CONFIG, overrides), echo=messages.append).run()
+    assert any("21 validation rows of" in m and "(textqa 15, vqa 6)" in m for m in messages), messages
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    validations = [row for row in rows if any(key.startswith("val_task_loss/") for key in row)]
+    assert [row["step"] for row in validations] == [1, 2]
+    assert any("validation loss per task (tasks.val_path): textqa" in m for m in messages), messages
+
+    table = read_task_table(small_data / TASKS_VAL_FILE)
+    weights = {"vqa": (2.0, 1.0, 5.0), "textqa": (1.0, 0.01, 7.0)}
+    for row, model_dir in zip(validations, [run / "checkpoints" / "step-1", run / "final"], strict=True):
+        assert sorted(key for key in row if key.startswith("val_task_loss/")) == ["val_task_loss/textqa",
+                                                                                   "val_task_loss/vqa"]
+        components = load_components(model_dir)
+        model, config = components.model.eval(), components.model.config
+        layout = TaskLayout(config, components.tokenizer)
+        codes = task_examples(table, components.vqgan, config.image_size, config.image_seq_length).codes
+        for name, task_weights in weights.items():
+            indices = [i for i, r in enumerate(table.rows) if r.task == name]
+            total = 0.0
+            for start in range(0, len(indices), 12):  # train.batch_size rows a batch, as the run's validation
+                chunk = indices[start:start + 12]
+                ids = []
+                for i in chunk:
+                    left, right = get_task(name).training_rows(layout, table.rows[i].left_text,
+                                                               table.rows[i].right_text, rng=random.Random(0),
+                                                               token_dropout=0.0)
+                    ids.append(torch.cat([left, codes[i], right]))
+                with torch.no_grad():
+                    losses = segment_losses(model, torch.stack(ids))
+                loss = sum(w * x for w, x in zip(task_weights, losses, strict=True)) / sum(task_weights)
+                total += float(loss) * len(chunk)
+            logged = row[f"val_task_loss/{name}"]
+            assert torch.isfinite(torch.tensor(logged))
+            assert_scalar_close(logged, total / len(indices), reduction=longest_sum(config, rows=12),
+                                msg=f"{model_dir.name}: val_task_loss/{name}")
+
+    from rudolph_ft.train.plots import plot_task_losses
+
+    assert (run / "task_losses.png").is_file()
+    assert plot_task_losses(rows, tmp_path / "plot.png") == tmp_path / "plot.png"
+
+
+def test_an_unreadable_val_table_is_a_config_error(small_data, tmp_path):
+    from rudolph_ft.train.config import ConfigError, load_train_config
+
+    missing = small_data / "no_such_val.jsonl"
+    config = load_train_config(CONFIG, [*tiny_overrides(small_data, tmp_path / "run", val=missing),
+                                        "train.max_steps=1"])
+    with pytest.raises(ConfigError, match=r"tasks\.val_path: .*no_such_val\.jsonl.* does not exist"):
+        Trainer(config, echo=lambda m: None).run()
+    assert not (tmp_path / "run" / "bpe.model").exists()  # refused before any preparation
+    bad = write_jsonl(tmp_path / "bad_val.jsonl", [{"task": "vqa", "left_text": "что это?", "right_text": "суп"}])
+    config = load_train_config(CONFIG, [*tiny_overrides(small_data, tmp_path / "run2", val=bad), "train.max_steps=1"])
+    with pytest.raises(ConfigError, match=r"tasks\.val_path: .*bad_val\.jsonl.*row 1 \(line 1\), field 'image'"):
+        Trainer(config, echo=lambda m: None).run()
+    # through the CLI: one line naming the field and the file, exit status 2 or 1, no traceback
+    result = CliRunner().invoke(app, ["train", str(CONFIG), *tiny_overrides(small_data, tmp_path / "run3",
+                                                                           val=missing)])
+    assert result.exit_code != 0 and "tasks.val_path" in result.output and "no_such_val.jsonl" in result.output
+    assert "Traceback" not in result.output
+    with pytest.raises(ConfigError, match="tasks.val_path .* set tasks.path too"):
+        load_train_config(None, [f"tasks.val_path={missing}"])

@@ -31,7 +31,7 @@ def test_the_multitask_demo_answers_held_out_questions(tmp_path):
     drawn = _run("data", "demo", "--out", str(data), "--tasks")
     assert drawn.returncode == 0, drawn.stdout + drawn.stderr
     done = _run("train", "configs/demo-multitask.yaml", f"output_dir={run}", f"data.path={data}",
-                f"tasks.path={data / TASKS_FILE}")
+                f"tasks.path={data / TASKS_FILE}", f"tasks.val_path={data / TASKS_VAL_FILE}")
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     captioning = json.loads((run / "eval.json").read_text(encoding="utf-8"))["model"]
     assert captioning["dish_accuracy"] >= 0.9 - 0.05

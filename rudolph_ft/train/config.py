@@ -232,6 +232,9 @@ class TasksSection(_Section):
 
     path: StrictStr | None = _key(None, "multitask table (CSV / JSONL: task, left_text, image, right_text) trained "
                                         "beside data.path", note=" (or null: single-task training)")
+    val_path: StrictStr | None = _key(None, "a task table of held-out rows (as tasks.path, same images_root): each "
+                                            "task's loss on them logged as val_task_loss/<task> at every "
+                                            "validation", note=" (or null: none)")
     images_root: StrictStr | None = _key(None, "folder the table's image paths are relative to (default: its folder)")
     loss_weights: dict[StrictStr, tuple[_Weight, _Weight, _Weight]] = _key(
         dict, "per-task (left text, image, right text) loss weights replacing the Task's, e.g. {vqa: [1, 1, 7]}",
@@ -247,6 +250,8 @@ class TasksSection(_Section):
         unknown = sorted(set(self.loss_weights) - set(TASKS))
         if unknown:
             raise ValueError(f"tasks.loss_weights: unknown task(s) {', '.join(unknown)}; tasks are {', '.join(TASKS)}")
+        if self.val_path is not None and self.path is None:
+            raise ValueError("tasks.val_path is the validation table of a multitask run: set tasks.path too")
         return self
 
 
@@ -343,8 +348,8 @@ def _absolute_paths(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, s
     from ..config import VQGAN_PRESETS
 
     keys = [("", "output_dir", True), ("data", "path", True), ("data", "images_root", True),
-            ("data", "cache_dir", True), ("tasks", "path", True), ("tasks", "images_root", True),
-            ("model", "name", False), ("tokenizer", "name", False),
+            ("data", "cache_dir", True), ("tasks", "path", True), ("tasks", "val_path", True),
+            ("tasks", "images_root", True), ("model", "name", False), ("tokenizer", "name", False),
             ("vqgan", "name", False)]
     written = {}
     for section, name, always in keys:

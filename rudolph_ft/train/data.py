@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 __all__ = ["Examples", "TaskExamples", "batch_order", "balanced_order", "assemble_batch", "assemble_task_batch",
-           "task_examples"]
+           "task_examples", "without_empty_right_text"]
 
 
 @dataclass
@@ -133,3 +133,9 @@ def assemble_task_batch(examples: TaskExamples, indices: list[int], layout, *, r
             layout, examples.left_texts[i], examples.right_texts[i], rng=rng, token_dropout=token_dropout)
         rows.append(torch.cat([left, examples.codes[i], right]))
     return torch.stack(rows)
+
+
+def without_empty_right_text(ids: torch.Tensor, image_end: int) -> torch.Tensor:
+    """A task group's (B, S) ids, cut after the image when no row has a right text (generation: the baseline feeds
+    [left text | image] only), else as they are."""
+    return ids if bool((ids[:, image_end:] != 0).any()) else ids[:, :image_end]

@@ -17,8 +17,8 @@ import torch
 
 from ..tasks import FOOD
 
-__all__ = ["validation_loss", "evaluate_predictions", "evaluate_labelled_data", "evaluate_during_training",
-           "format_report", "dish_confusion", "per_dish_scores", "NUTRIENTS", "NO_DISH"]
+__all__ = ["validation_loss", "task_validation_losses", "evaluate_predictions", "evaluate_labelled_data",
+           "evaluate_during_training", "format_report", "dish_confusion", "per_dish_scores", "NUTRIENTS", "NO_DISH"]
 
 #: prediction field -> label column of the article's CSV, in report order (`{"kcal": "kkal", "protein": "belok",
 #: "fat": "fats", "carbs": "uglevod"}`: the food task's `metric_columns`)
@@ -42,6 +42,41 @@ def validation_loss(model, examples, *, l_text_seq_length: int, loss_weights, ba
             totals[name] += getattr(out, name[len("val_"):]).item() * len(indices)
         count += len(indices)
     return {k: v / max(count, 1) for k, v in totals.items()}
+
+
+@torch.no_grad()
+def task_validation_losses(model, examples, layout, loss_weights, *, image_end: int, batch_size: int,
+                           device) -> dict:
+    """Each task's mean weighted loss on multitask rows (tasks.val_path), keyed `val_task_loss/<task>`.
+
+    As a training step computes a task's loss (`Trainer._task_groups`), without its randomness: eval mode (no
+    dropout), no task-token dropout; one forward per `batch_size` rows of a task with `loss_weights(task)`, the
+    batches' losses averaged by their rows.
+
+    Args:
+        examples: the encoded rows (`TaskExamples`); `layout`: the run's `TaskLayout`.
+        loss_weights: task name -> its (left, image, right) loss weights.
+        image_end: where the right text starts (a batch without any right text, generation, stops there).
+    """
+    import random
+
+    from .data import assemble_task_batch, without_empty_right_text
+    from .metrics import VAL_TASK_LOSS_PREFIX
+
+    model.eval()
+    rows_of: dict[str, list[int]] = {}
+    for i, name in enumerate(examples.tasks):
+        rows_of.setdefault(name, []).append(i)
+    losses = {}
+    for name in sorted(rows_of):
+        rows, total = rows_of[name], 0.0
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            ids = assemble_task_batch(examples, chunk, layout, rng=random.Random(0), token_dropout=0.0)
+            out = model(without_empty_right_text(ids, image_end).to(device), loss_weights=tuple(loss_weights(name)))
+            total += out.loss.item() * len(chunk)
+        losses[f"{VAL_TASK_LOSS_PREFIX}{name}"] = total / len(rows)
+    return losses
 
 
 def _targets(meta: dict) -> dict:
@@ -235,14 +270,24 @@ def _other_dish_partners(dishes: list) -> list[int]:
 def evaluate_during_training(trainer, final: bool) -> dict:
     """Validation loss (every `eval.every` steps and at the end) and, at the end, the caption metrics."""
     cfg, prepared = trainer.config, trainer.prepared
-    if len(prepared.val) == 0:
+    task_val = getattr(trainer, "task_val_data", None)  # a multitask run's tasks.val_path rows, encoded
+    if len(prepared.val) == 0 and task_val is None:
         return {}
     model = trainer.accelerator.unwrap_model(trainer.model)
-    row = {"step": trainer.progress.step, **validation_loss(
-        model, prepared.val, l_text_seq_length=prepared.l_text_seq_length, loss_weights=cfg.train.loss_weights,
-        batch_size=cfg.train.batch_size, device=trainer.accelerator.device)}
+    row = {"step": trainer.progress.step}
+    if len(prepared.val):
+        row.update(validation_loss(
+            model, prepared.val, l_text_seq_length=prepared.l_text_seq_length, loss_weights=cfg.train.loss_weights,
+            batch_size=cfg.train.batch_size, device=trainer.accelerator.device))
+    if task_val is not None:
+        image_end = prepared.l_text_seq_length + prepared.components.model.config.image_seq_length
+        row.update(task_validation_losses(model, task_val, trainer.task_layout, trainer._task_weights,
+                                          image_end=image_end, batch_size=cfg.train.batch_size,
+                                          device=trainer.accelerator.device))
     trainer.metrics.log(row)
-    trainer.echo(f"step {row['step']}: validation loss {row['val_loss']:.4f} (right text {row['val_r_text_loss']:.4f})")
+    trainer.echo(_validation_line(row))
+    if len(prepared.val) == 0:
+        return row
     components = trainer._components(device=trainer.accelerator.device)  # (under FSDP: gathered, by every process)
     if not trainer.accelerator.is_main_process:
         return row
@@ -260,3 +305,17 @@ def evaluate_during_training(trainer, final: bool) -> dict:
                                   n=cfg.eval.captions_per_image, template=cfg.eval.template, seed=cfg.train.seed)
     trainer.echo("evaluation on the validation split:\n" + format_report(report))
     return {**row, **report}
+
+
+def _validation_line(row: dict) -> str:
+    """"step N: validation loss ... (right text ...); per task: vqa ..., ..." for the log."""
+    from .metrics import VAL_TASK_LOSS_PREFIX
+
+    parts = []
+    if "val_loss" in row:
+        parts.append(f"validation loss {row['val_loss']:.4f} (right text {row['val_r_text_loss']:.4f})")
+    tasks = [f"{key.removeprefix(VAL_TASK_LOSS_PREFIX)} {value:.4f}" for key, value in row.items()
+             if key.startswith(VAL_TASK_LOSS_PREFIX)]
+    if tasks:
+        parts.append("validation loss per task (tasks.val_path): " + ", ".join(tasks))
+    return f"step {row['step']}: " + "; ".join(parts)

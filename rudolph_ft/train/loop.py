@@ -42,7 +42,7 @@ from .checkpoint import (
     restore_rng,
     save_rng,
 )
-from .config import TrainConfig, load_train_config
+from .config import ConfigError, TrainConfig, load_train_config
 from .data import assemble_batch, balanced_order, batch_order
 from .distributed import (
     fsdp_requested,
@@ -148,8 +148,9 @@ class Trainer:
         # each process its own python and BPE-dropout streams (process 0's as in a one-process run)
         random.seed(cfg.train.seed + 1_000_003 * rank)
         self.text_rng = random.Random(cfg.train.seed + 1_000_003 * rank)
+        task_tables = self._read_task_tables()  # (before preparing: a bad table stops the run at once)
         self.prepared = prepare_run(cfg, self.run_dir, checkpoint, echo=self.echo, accelerator=self.accelerator)
-        self.task_data = self._prepare_tasks()
+        self.task_data, self.task_val_data = self._prepare_tasks(task_tables)
         # the training stream (dropout) starts here, whatever preparation drew (e.g. encoding cache misses)
         torch.manual_seed(cfg.train.seed * 7 + 1 + self.accelerator.process_index)
         model = self.prepared.components.model
@@ -348,27 +349,49 @@ class Trainer:
         return metrics
 
     # ---- multitask (tasks.path) ----------------------------------------------------------------------------
-    def _prepare_tasks(self):
-        """The encoded rows of tasks.path, or None for a single-task run."""
+    def _read_task_tables(self):
+        """(tasks.path's checked table, tasks.val_path's or None), or None for a single-task run."""
         tasks = self.config.tasks
         if tasks.path is None:
             return None
         if self.accelerator.num_processes > 1:
             raise ValueError("tasks.path (multitask training) runs in one process for now; launch without torchrun")
+        from ..data.tables import DataError
         from ..data.tasks_data import read_task_table
+
+        outside = self.config.data.allow_outside_root
+        table = read_task_table(tasks.path, tasks.images_root, allow_outside_root=outside)
+        if tasks.val_path is None:
+            return table, None
+        try:
+            val = read_task_table(tasks.val_path, tasks.images_root, allow_outside_root=outside)
+        except (DataError, OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"tasks.val_path: cannot use {tasks.val_path} as the multitask validation table: "
+                              f"{error}") from None
+        return table, val
+
+    def _prepare_tasks(self, tables):
+        """(the encoded rows of tasks.path, of tasks.val_path or None), or (None, None) for a single-task run; the
+        images of both encoded once, here."""
+        if tables is None:
+            return None, None
         from ..tasks import TaskLayout
         from .data import task_examples
 
+        table, val = tables
         components = self.prepared.components
-        table = read_task_table(tasks.path, tasks.images_root,
-                                allow_outside_root=self.config.data.allow_outside_root)
         config = components.model.config
-        examples = task_examples(table, components.vqgan, config.image_size, config.image_seq_length)
+        examples, val_examples = (task_examples(t, components.vqgan, config.image_size, config.image_seq_length)
+                                  if t is not None else None for t in (table, val))
         self.task_layout = TaskLayout(config, components.tokenizer)
         counts = ", ".join(f"{name} {count}" for name, count in table.counts().items())
-        self.echo(f"tasks: {len(examples)} rows of {tasks.path} ({counts}) beside {len(self.prepared.train)} "
-                  "captioning rows of data.path")
-        return examples
+        self.echo(f"tasks: {len(examples)} rows of {self.config.tasks.path} ({counts}) beside "
+                  f"{len(self.prepared.train)} captioning rows of data.path")
+        if val is not None:
+            counts = ", ".join(f"{name} {count}" for name, count in val.counts().items())
+            self.echo(f"tasks: {len(val_examples)} validation rows of {self.config.tasks.val_path} ({counts}): "
+                      "val_task_loss/<task> at every validation")
+        return examples, val_examples
 
     def _num_examples(self) -> int:
         """Training examples: data.path's (indices first), then the multitask table's."""
@@ -391,7 +414,7 @@ class Trainer:
         """(task, loss weights, (b, S) or (b, l + image) ids) per task of a batch; data.path's rows first, as one
         captioning group with train.loss_weights and the single-task layout. A group without any right text
         (generation) stops after the image, as the baseline feeds it."""
-        from .data import assemble_task_batch
+        from .data import assemble_task_batch, without_empty_right_text
 
         first = len(self.prepared.train)
         groups = []
@@ -406,9 +429,7 @@ class Trainer:
         for name, rows in by_task.items():
             ids = assemble_task_batch(self.task_data, rows, self.task_layout, rng=self.text_rng,
                                       token_dropout=self.config.tasks.token_dropout)
-            if not bool((ids[:, image_end:] != 0).any()):
-                ids = ids[:, :image_end]
-            groups.append((name, self._task_weights(name), ids))
+            groups.append((name, self._task_weights(name), without_empty_right_text(ids, image_end)))
         return groups
 
     def _multitask_step(self, group: list[list[int]]) -> dict:
@@ -582,12 +603,16 @@ class Trainer:
         acc.wait_for_everyone()  # every process's part is written
         if acc.is_main_process:
             path = commit_checkpoint(tmp, self.progress.step, self.config.checkpoint.keep)
-            self.metrics.plot()
-            if self.task_data is not None:
-                from .plots import plot_task_losses
-
-                plot_task_losses(self.metrics.rows, self.run_dir / "task_losses.png")
+            self._write_plots()
             self.echo(f"checkpoint: {path}")
+
+    def _write_plots(self) -> None:
+        """loss_curve.png and (a multitask run) task_losses.png from the metrics logged so far (main process)."""
+        self.metrics.plot()
+        if self.task_data is not None:
+            from .plots import plot_task_losses
+
+            plot_task_losses(self.metrics.rows, self.run_dir / "task_losses.png")
 
     def _checkpoint_to_resume(self) -> Path | None:
         found = latest_checkpoint(self.run_dir)
@@ -641,6 +666,7 @@ class Trainer:
         if self.config.eval.final:
             summary["eval"] = self._evaluate(final=True)
             if self.accelerator.is_main_process and summary["eval"]:
+                self._write_plots()  # with the final validation point
                 text = json.dumps(summary["eval"], indent=2, ensure_ascii=False) + "\n"
                 atomic_write(self.run_dir / "eval.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
                 from .plots import write_eval_plots

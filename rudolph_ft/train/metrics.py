@@ -13,10 +13,11 @@ from pathlib import Path
 
 from ..io import atomic_write
 
-__all__ = ["MetricsLog", "DivergenceWatch", "COLUMNS", "TASK_LOSS_PREFIX"]
+__all__ = ["MetricsLog", "DivergenceWatch", "COLUMNS", "TASK_LOSS_PREFIX", "VAL_TASK_LOSS_PREFIX"]
 
 COLUMNS = ("step", "epoch", "loss", "l_text_loss", "image_loss", "r_text_loss", "lr", "grad_norm", "samples_per_s")
 TASK_LOSS_PREFIX = "task_loss/"  # metrics keys of a multitask run's per-task weighted losses: metrics.csv columns too
+VAL_TASK_LOSS_PREFIX = "val_task_loss/"  # ... and of its per-task losses on tasks.val_path (validation rows: jsonl)
 
 
 class MetricsLog:

@@ -10,10 +10,10 @@ import math
 from pathlib import Path
 
 from .evaluate import NO_DISH
-from .metrics import TASK_LOSS_PREFIX
+from .metrics import TASK_LOSS_PREFIX, VAL_TASK_LOSS_PREFIX
 
 __all__ = ["write_eval_plots", "plot_confusion", "plot_kcal_scatter", "plot_task_losses", "EVAL_PLOTS",
-           "TASK_LOSS_PREFIX"]
+           "TASK_LOSS_PREFIX", "VAL_TASK_LOSS_PREFIX"]
 
 #: file names written beside an evaluation report
 EVAL_PLOTS = ("confusion.png", "kcal_scatter.png")
@@ -173,27 +173,38 @@ def _palette(n: int) -> list:
 
 def plot_task_losses(rows: list[dict], path: str | Path) -> Path | None:
     """`task_losses.png`: each task's weighted training loss per step (a multitask run's `task_loss/<task>`
-    metrics; a task absent from a step's batches has no point there). None when no row has any."""
-    names = sorted({key for row in rows for key in row if key.startswith(TASK_LOSS_PREFIX)})
-    if not names:
+    metrics; a task absent from a step's batches has no point there) and, dashed in the same colour with a dot per
+    evaluation, its loss on tasks.val_path (`val_task_loss/<task>`). None when no row has any."""
+    prefixes = (TASK_LOSS_PREFIX, VAL_TASK_LOSS_PREFIX)
+    tasks = sorted({key.removeprefix(prefix) for row in rows for key in row for prefix in prefixes
+                    if key.startswith(prefix)})
+    if not tasks:
         return None
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     figure = _figure(7, 4)
     ax = figure.add_subplot()
-    for colour, name in zip(_palette(len(names)), names, strict=True):
-        points = [(row["step"], row[name]) for row in rows if name in row]
-        ax.plot([s for s, _ in points], [v for _, v in points], label=name.removeprefix(TASK_LOSS_PREFIX),
-                color=colour, linewidth=1)
+    validated = False
+    for colour, task in zip(_palette(len(tasks)), tasks, strict=True):
+        for prefix, style in ((TASK_LOSS_PREFIX, {"linewidth": 1}),
+                              (VAL_TASK_LOSS_PREFIX, {"linewidth": 1.2, "linestyle": "--", "marker": "o",
+                                                      "markersize": 3.5})):
+            points = [(row["step"], row[prefix + task]) for row in rows if prefix + task in row]
+            if not points:
+                continue
+            validated |= prefix == VAL_TASK_LOSS_PREFIX
+            label = task if prefix == TASK_LOSS_PREFIX else f"{task} (validation)"
+            ax.plot([s for s, _ in points], [v for _, v in points], label=label, color=colour, **style)
     ax.set_xlabel("step")
     ax.set_ylabel("weighted loss of the task's rows")
-    ax.set_title("training loss per task", fontsize=10)
-    values = [v for row in rows for key, v in row.items() if key in names and math.isfinite(v)]
+    ax.set_title("loss per task: training (solid), validation rows (dashed)" if validated else
+                 "training loss per task", fontsize=10)
+    values = [v for row in rows for key, v in row.items() if key.startswith(prefixes) and math.isfinite(v)]
     if values and min(values) > 0 and max(values) >= 10 * min(values):  # a log scale only where it spans a decade:
         ax.set_yscale("log")  # inside one, its few labels (6x10^0, 7x10^0) tell nothing
         ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
         ax.yaxis.set_minor_formatter(NullFormatter())
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     figure.savefig(path)
     return Path(path)
