@@ -16,10 +16,12 @@ CPU time per step (summed over its threads: steadier where other jobs share the 
 step. Trainable parameters, peak memory and step time come with ratios to the article's freeze.
 
 On the CPU (fp32) the peak is measured as benchmarks/bench_memory.py does: the worker first trains one step of a
-tiny model (kernels and libraries resident), takes VmRSS as the baseline, resets VmHWM (`/proc/self/clear_refs`)
-and trains; the peak is VmHWM minus the baseline, under `MALLOC_MMAP_THRESHOLD_=65536` so freed tensors leave the
-RSS. A case whose planned peak (`rudolph_ft.train.plan.memory_plan`) does not fit the free RAM is skipped, with the
-reason printed (1.3B full fine-tuning in fp32 needs ~16 bytes per parameter).
+tiny model (kernels and libraries resident), takes VmRSS as the baseline, resets VmHWM (`/proc/self/clear_refs`),
+builds the model ("load": VmHWM minus the baseline; QLoRA builds fp32 linears, then packs them into NF4), resets
+VmHWM again and trains; the peak is VmHWM minus the baseline (the built model included), under
+`MALLOC_MMAP_THRESHOLD_=65536` so freed tensors leave the RSS. A case whose planned peak
+(`rudolph_ft.train.plan.memory_plan`) does not fit the free RAM is skipped, with the reason printed (1.3B full
+fine-tuning in fp32 needs ~16 bytes per parameter).
 
 Where CUDA is present a GPU block follows by itself: bf16 autocast, peak `torch.cuda.max_memory_allocated`, the
 350M / 1.3B / 2.7B presets, plus configs/borscht-2.7b-qlora.yaml's QLoRA run at batch 1 (`--gpu-presets`,
@@ -112,13 +114,16 @@ def build(config, device):
     return arch, model, optimizer
 
 
-def train_steps(config, device, steps: int) -> tuple[list[float], list[float]]:
+def train_steps(config, device, steps: int, built=None) -> tuple[list[float], list[float]]:
     """`steps` training steps as `Trainer._optimizer_step` runs them; the wall and process CPU time of each (the
-    CPU time, summed over threads, is steadier than the wall time where other jobs share the cores)."""
+    CPU time, summed over threads, is steadier than the wall time where other jobs share the cores). `built()` is
+    called once the model and optimizer exist, before the first step."""
     import torch
     from bench_memory import batch_ids
 
     arch, model, optimizer = build(config, device)
+    if built is not None:
+        built()
     trainable = [p for p in model.parameters() if p.requires_grad]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.train.precision == "bf16")
     times, cpu_times = [], []
@@ -158,16 +163,29 @@ def worker(args) -> None:
     train_steps(warm, device, 1)  # kernels, libraries and the optimizer's imports resident, not in the peak
     del warm
     gc.collect()
+    def peak() -> int:
+        return torch.cuda.max_memory_allocated() if device.type == "cuda" else _status("VmHWM")
+
+    def reset_peak() -> None:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+
     if device.type == "cuda":
         torch.cuda.empty_cache()
-        baseline = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        baseline = _status("VmRSS")
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    times, cpu_times = train_steps(config, device, args.steps)
-    measured = (torch.cuda.max_memory_allocated() if device.type == "cuda" else _status("VmHWM")) - baseline
-    print(json.dumps({"measured": measured, "estimated": plan.peak(1, "ddp"), "trainable": plan.trainable_params,
+    baseline = torch.cuda.memory_allocated() if device.type == "cuda" else _status("VmRSS")
+    reset_peak()
+    loading = []
+
+    def built() -> None:  # building the model peaks apart from training: QLoRA builds fp32 linears, then packs them
+        loading.append(peak() - baseline)
+        reset_peak()  # the training peak: from the built model (resident, still counted) on
+
+    times, cpu_times = train_steps(config, device, args.steps, built)
+    measured = peak() - baseline
+    print(json.dumps({"measured": measured, "loading": loading[0], "estimated": plan.peak(1, "ddp"),
+                      "trainable": plan.trainable_params,
                       "total": plan.total_params, "step_s": statistics.median(times[1:] or times), "times": times,
                       "cpu_s": statistics.median(cpu_times[1:] or cpu_times),
                       "optimizer": config.optim.name, "checkpointing": plan.gradient_checkpointing}))
@@ -218,8 +236,8 @@ def _with_ratios(rows: list[dict]) -> list[dict]:
 
 def print_table(rows: list[dict], title: str) -> None:
     print(title)
-    header = (f"{'preset':<6} {'batch':>5} {'case':<11} {'ckpt':<4} {'trainable':>13} {'peak MiB':>9} "
-              f"{'plan MiB':>9} {'step s':>7} {'cpu s':>7} {'mem x':>6} {'time x':>6} {'cpu x':>6}")
+    header = (f"{'preset':<6} {'batch':>5} {'case':<11} {'ckpt':<4} {'trainable':>13} {'load MiB':>9} "
+              f"{'peak MiB':>9} {'plan MiB':>9} {'step s':>7} {'cpu s':>7} {'mem x':>6} {'time x':>6} {'cpu x':>6}")
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -228,7 +246,7 @@ def print_table(rows: list[dict], title: str) -> None:
             print(f"{head} {'skipped: ' + row['skipped'] if 'skipped' in row else 'error: ' + row['error']}")
             continue
         ckpt = "on" if row["checkpointing"] else "off"
-        print(f"{head} {ckpt:<4} {row['trainable']:>13,} {row['measured'] / MIB:>9.0f} "
+        print(f"{head} {ckpt:<4} {row['trainable']:>13,} {row['loading'] / MIB:>9.0f} {row['measured'] / MIB:>9.0f} "
               f"{row['estimated'] / MIB:>9.0f} {row['step_s']:>7.2f} {row['cpu_s']:>7.2f} "
               f"{cell(row.get('mem_ratio'), '6.2f')} {cell(row.get('time_ratio'), '6.2f')} "
               f"{cell(row.get('cpu_ratio'), '6.2f')}")
