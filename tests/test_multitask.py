@@ -127,8 +127,8 @@ def test_a_batch_holds_each_rows_task_sequence():
     layout = fbc2_layout()
     codes = torch.randint(0, 512, (3, 64))
     codes[1] = 0  # a text task: image codes 0
-    examples = TaskExamples(["vqa", "textqa", "captioning"], ["какое это блюдо?", "сколько белков?", ""],
-                            ["борщ", "7 г", "суп"], codes)
+    examples = TaskExamples.of_rows(["vqa", "textqa", "captioning"], ["какое это блюдо?", "сколько белков?", ""],
+                                    ["борщ", "7 г", "суп"], codes)
     batch = assemble_task_batch(examples, [2, 0, 1], layout, rng=random.Random(5), token_dropout=0.25)
     rng = random.Random(5)  # the same draws, row by row in batch order: left then right
     for position, i in enumerate([2, 0, 1]):
@@ -149,7 +149,8 @@ def test_token_dropout_replaces_a_quarter_of_the_task_tokens():
     layout = fbc2_layout()
     ids = task_token_ids(layout.config)
     n = 2000
-    examples = TaskExamples(["textqa"] * n, ["вопрос"] * n, ["ответ"] * n, torch.zeros(n, 64, dtype=torch.long))
+    examples = TaskExamples.of_rows(["textqa"] * n, ["вопрос"] * n, ["ответ"] * n,
+                                    torch.zeros(n, 64, dtype=torch.long))
     batch = assemble_task_batch(examples, list(range(n)), layout, rng=random.Random(1), token_dropout=0.25)
     left, right = batch[:, 1], batch[:, 89]
     assert set(left.tolist()) == {ids["<LT_TQA>"], ids["<LT_UNK>"]}
@@ -263,7 +264,8 @@ def test_a_resumed_multitask_run_continues_bitwise(small_data, tmp_path):
     from rudolph_ft.train.config import load_train_config
 
     def config(run, *extra):
-        return load_train_config(CONFIG, [*tiny_overrides(small_data, run, dropout=0.1), "train.max_steps=4", *extra])
+        return load_train_config(CONFIG, [*tiny_overrides(small_data, run, dropout=0.1), "train.max_steps=4",
+                                          "vqgan.views=4", *extra])  # the VQA rows' views drawn per step too
 
     def stop_at_two(trainer, metrics):
         if metrics["step"] == 2:
@@ -280,6 +282,56 @@ def test_a_resumed_multitask_run_continues_bitwise(small_data, tmp_path):
     assert [r["step"] for r in resumed] == [1, 2, 3, 4]
     keys = [k for k in full[0] if k.startswith(("loss", "task_loss/"))]
     assert [[r.get(k) for k in keys] for r in resumed] == [[r.get(k) for k in keys] for r in full]
+
+
+@pytest.mark.parametrize("augment", ["dihedral", "shift", "gumbel"])
+def test_vqa_rows_see_the_photos_views_as_captioning_rows_do(small_data, tmp_path, augment):
+    """tasks.augment (default [vqa]): a VQA row's photo takes the run's image views; with dihedral views they are the
+    very codes data.path's captioning example of the same photo has; text rows (and validation rows) stay view 0;
+    the view a step takes is drawn from (seed, step)."""
+    from rudolph_ft.train.config import load_train_config
+    from rudolph_ft.train.data import assemble_task_batch
+
+    views = 8 if augment == "dihedral" else 4
+    extra = [f"vqgan.views={views}", f"vqgan.augment={augment}", "train.max_steps=1",
+             f"tasks.val_path={small_data / TASKS_VAL_FILE}"]
+    trainer = Trainer(load_train_config(CONFIG, [*tiny_overrides(small_data, tmp_path / "run"), *extra]),
+                      echo=lambda m: None)
+    trainer.run()
+    data, table = trainer.task_data, read_task_table(small_data / "tasks.jsonl")
+    assert data.views == views
+    vqa = [i for i, row in enumerate(table.rows) if row.task == "vqa"]
+    text = [i for i, row in enumerate(table.rows) if row.task == "textqa"]
+    assert data.augmented[vqa].all() and not data.augmented[text].any()
+    grids = data.codes[data.image_of]  # (N, views, 64)
+    assert not grids[text].any()
+    for i in vqa:  # every view its own codes (the photo turned, moved or sampled)
+        assert len({tuple(g.tolist()) for g in grids[i]}) > views // 2, (augment, i)
+    caption_codes = {Path(m["image_path"]).name: trainer.prepared.train.codes[k]
+                     for k, m in enumerate(trainer.prepared.train.meta)}
+    compared = 0
+    for i in vqa:
+        mine = caption_codes.get(table.rows[i].image.name)
+        if mine is not None:
+            compared += 1
+            assert torch.equal(grids[i, 0], mine[0])  # view 0: the photo's argmax codes, however augmented
+            if augment in ("dihedral", "gumbel"):  # shifts are drawn per list, not per photo
+                assert torch.equal(grids[i], mine), (augment, table.rows[i].image.name)
+    assert compared >= 10
+    val = trainer.task_val_data
+    assert val.views == 1 and not val.augmented.any()
+    layout = trainer.task_layout
+
+    def batch(step):
+        return assemble_task_batch(data, vqa, layout, rng=random.Random(0), token_dropout=0.0, seed=42, step=step)
+
+    image = slice(layout.config.l_text_seq_length, layout.config.l_text_seq_length + 64)
+    drawn = [batch(step)[:, image] for step in range(6)]
+    assert torch.equal(drawn[3], batch(3)[:, image])  # (seed, step) decides
+    assert len({tuple(d.flatten().tolist()) for d in drawn}) == 6
+    assert all(any(torch.equal(d[r], g) for g in grids[i]) for d in drawn for r, i in enumerate(vqa))
+    unseeded = assemble_task_batch(data, vqa, layout, rng=random.Random(0), token_dropout=0.0)[:, image]
+    assert torch.equal(unseeded, grids[vqa, 0])
 
 
 def test_metrics_csv_gets_a_column_per_task_as_tasks_appear(tmp_path):
@@ -398,7 +450,8 @@ def test_a_validation_logs_each_tasks_loss_on_the_val_rows(small_data, tmp_path)
         components = load_components(model_dir)
         model, config = components.model.eval(), components.model.config
         layout = TaskLayout(config, components.tokenizer)
-        codes = task_examples(table, components.vqgan, config.image_size, config.image_seq_length).codes
+        encoded = task_examples(table, components.vqgan, config.image_size, config.image_seq_length)
+        codes = encoded.codes[encoded.image_of, 0]
         for name, task_weights in weights.items():
             indices = [i for i, r in enumerate(table.rows) if r.task == name]
             total = 0.0

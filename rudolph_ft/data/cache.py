@@ -385,6 +385,11 @@ class CodeCache:
             self.vqgan.train(was_training)
             bar.close()
 
+    def encode_views(self, images: torch.Tensor, image_sha256s: Sequence[str]) -> torch.Tensor:
+        """(B, 3, S, S) images in [0, 1] -> (B, views, h*w) codes, as the cache stores them, without the disk (images
+        that are not files of a dataset: a multitask table's); `image_sha256s`: their files' content hashes."""
+        return self._encode_views(images, image_sha256s)
+
     @torch.inference_mode()
     def _encode_views(self, images: torch.Tensor, image_sha256s: Sequence[str]) -> torch.Tensor:
         """(B, 3, S, S) images in [0, 1] -> (B, views, h*w) int64 codes on the CPU: argmax, then Gumbel views."""

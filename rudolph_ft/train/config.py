@@ -240,6 +240,10 @@ class TasksSection(_Section):
         dict, "per-task (left text, image, right text) loss weights replacing the Task's, e.g. {vqa: [1, 1, 7]}",
         expect="a mapping of task names to three numbers >= 0")
     token_dropout: UnitNumber = _key(0.25, "probability of replacing a row's task token by its side's UNK")
+    augment: list[StrictStr] = _key(lambda: ["vqa"], "tasks whose rows' photos get data.path's image views "
+                                    "(vqgan.views, vqgan.augment): leave out a task whose answer changes when the "
+                                    "photo turns or mirrors (text recognition, «what is on the left?»)",
+                                    expect="a list of task names")
     balanced: StrictBool = _key(False, "draw each epoch's examples so that every task (data.path's: captioning) is "
                                        "equally likely, instead of one pass over all rows")
 
@@ -247,9 +251,10 @@ class TasksSection(_Section):
     def _known_tasks(self) -> TasksSection:
         from ..tasks import TASKS
 
-        unknown = sorted(set(self.loss_weights) - set(TASKS))
-        if unknown:
-            raise ValueError(f"tasks.loss_weights: unknown task(s) {', '.join(unknown)}; tasks are {', '.join(TASKS)}")
+        for key, names in (("loss_weights", self.loss_weights), ("augment", self.augment)):
+            unknown = sorted(set(names) - set(TASKS))
+            if unknown:
+                raise ValueError(f"tasks.{key}: unknown task(s) {', '.join(unknown)}; tasks are {', '.join(TASKS)}")
         if self.val_path is not None and self.path is None:
             raise ValueError("tasks.val_path is the validation table of a multitask run: set tasks.path too")
         return self

@@ -7,6 +7,7 @@ in-memory tensors, in an order that depends only on (seed, epoch), so a resumed 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import torch
@@ -77,36 +78,81 @@ class TaskExamples:
     Attributes:
         tasks: the N task names (`rudolph_ft.tasks.TASKS`).
         left_texts, right_texts: the N texts; the task-token rows are built per step (token dropout).
-        codes: (N, image_seq_length) argmax image codes; 0 for the rows of text tasks (as the FBC2 baseline).
+        codes: (M, views, image_seq_length) image codes of the table's M distinct images, then one all-zero grid for
+            the rows of text tasks (as the FBC2 baseline); view 0 = the photo's argmax codes.
+        image_of: (N,) row -> index into `codes`.
+        augmented: (N,) bool: whether a row takes a drawn view (its task is in tasks.augment) or always view 0.
     """
 
     tasks: list[str]
     left_texts: list[str]
     right_texts: list[str]
     codes: torch.Tensor
+    image_of: torch.Tensor
+    augmented: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.tasks)
 
+    @classmethod
+    def of_rows(cls, tasks: list[str], left_texts: list[str], right_texts: list[str],
+                codes: torch.Tensor) -> TaskExamples:
+        """Rows with their own (N, image_seq_length) codes, one view each."""
+        return cls(tasks, left_texts, right_texts, codes[:, None], torch.arange(len(tasks)),
+                   torch.zeros(len(tasks), dtype=torch.bool))
+
+    @property
+    def views(self) -> int:
+        return self.codes.shape[1]
+
+    def row_codes(self, indices: list[int], *, seed: int | None = None, step: int = 0) -> torch.Tensor:
+        """(B, image_seq_length) codes of the rows: view 0, or (seed given) for augmented rows a view drawn from
+        (seed, step), as `assemble_batch` draws the captioning rows' views."""
+        index = torch.tensor(indices, dtype=torch.long)
+        chosen = torch.zeros(len(indices), dtype=torch.long)
+        if seed is not None and self.views > 1:
+            generator = torch.Generator().manual_seed(seed * 7_919 + step + 3_301)
+            drawn = torch.randint(0, self.views, (len(indices),), generator=generator)
+            chosen = torch.where(self.augmented[index], drawn, chosen)
+        return self.codes[self.image_of[index], chosen]
+
 
 @torch.inference_mode()
-def task_examples(table, vqgan, image_size: int, image_seq_length: int, batch_size: int = 16) -> TaskExamples:
-    """Encode a checked `TaskTable`'s images once (each file once, however many rows ask about it)."""
+def task_examples(table, vqgan, image_size: int, image_seq_length: int, batch_size: int = 16, *,
+                  encode_views: Callable | None = None, augment: Collection[str] = ()) -> TaskExamples:
+    """Encode a checked `TaskTable`'s images once (each file once, however many rows ask about it).
+
+    Args:
+        encode_views: (images (B, 3, S, S), their paths, their indices among the table's images) -> (B, views, h*w)
+            codes, the run's views (`prepare.view_encoder`); None: the argmax codes only (one view).
+        augment: tasks whose rows take the views; the images only other tasks use are encoded once (view 0).
+    """
     from ..data.images import load_image, preprocess_image
 
     paths = sorted({row.image for row in table.rows if row.image is not None})
-    codes_of = {}
+    viewed = {row.image for row in table.rows if row.image is not None and row.task in augment}
+    device = vqgan.encoder.conv_in.weight.device
+    grids, views = [], 1
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
         images = torch.stack([preprocess_image(load_image(path, target_size=image_size), image_size)
-                              for path in chunk])
-        device = vqgan.encoder.conv_in.weight.device
-        codes_of.update(zip(chunk, vqgan.encode(images.to(device)).cpu().long(), strict=True))
-    zeros = torch.zeros(image_seq_length, dtype=torch.long)
-    codes = torch.stack([codes_of[row.image] if row.image is not None else zeros for row in table.rows]) \
-        if table.rows else torch.zeros(0, image_seq_length, dtype=torch.long)
+                              for path in chunk]).to(device)
+        if encode_views is not None and viewed:
+            codes = encode_views(images, chunk, list(range(start, start + len(chunk)))).cpu().long()
+            views = codes.shape[1]
+            plain = torch.tensor([path not in viewed for path in chunk])
+            codes[plain] = codes[plain, :1]  # a photo no augmented row asks about: its view 0 everywhere
+        else:
+            codes = vqgan.encode(images).cpu().long()[:, None]
+        grids.append(codes)
+    grids.append(torch.zeros(1, views, image_seq_length, dtype=torch.long))  # the text tasks' image
+    codes = torch.cat([g.expand(-1, views, -1) for g in grids])
+    index_of = {path: i for i, path in enumerate(paths)}
+    image_of = torch.tensor([index_of[row.image] if row.image is not None else len(paths) for row in table.rows],
+                            dtype=torch.long)
+    augmented = torch.tensor([row.task in augment and row.image is not None for row in table.rows], dtype=torch.bool)
     return TaskExamples([row.task for row in table.rows], [row.left_text for row in table.rows],
-                        [row.right_text for row in table.rows], codes.clone())
+                        [row.right_text for row in table.rows], codes.clone(), image_of.clone(), augmented.clone())
 
 
 def balanced_order(task_of: list[str], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -122,16 +168,18 @@ def balanced_order(task_of: list[str], batch_size: int, seed: int, epoch: int) -
 
 
 def assemble_task_batch(examples: TaskExamples, indices: list[int], layout, *, rng: random.Random,
-                        token_dropout: float) -> torch.Tensor:
+                        token_dropout: float, seed: int | None = None, step: int = 0) -> torch.Tensor:
     """(B, S) input ids of multitask rows: each row's `Task.training_rows` (task-token dropout drawn from `rng`,
-    row by row in `indices` order) around its image codes."""
+    row by row in `indices` order) around its image codes (view 0, or with `seed` a view drawn from (seed, step)
+    for the augmented rows: `TaskExamples.row_codes`)."""
     from ..tasks import get_task
 
+    codes = examples.row_codes(indices, seed=seed, step=step)
     rows = []
-    for i in indices:
+    for i, row_codes in zip(indices, codes, strict=True):
         left, right = get_task(examples.tasks[i]).training_rows(
             layout, examples.left_texts[i], examples.right_texts[i], rng=rng, token_dropout=token_dropout)
-        rows.append(torch.cat([left, examples.codes[i], right]))
+        rows.append(torch.cat([left, row_codes, right]))
     return torch.stack(rows)
 
 

@@ -381,8 +381,17 @@ class Trainer:
         table, val = tables
         components = self.prepared.components
         config = components.model.config
-        examples, val_examples = (task_examples(t, components.vqgan, config.image_size, config.image_seq_length)
-                                  if t is not None else None for t in (table, val))
+        from .prepare import view_encoder
+
+        augment = set(self.config.tasks.augment)
+        # the training rows get the run's image views where their task is in tasks.augment; validation: view 0 only
+        encode = view_encoder(components.vqgan, self.config, config.image_size, config.image_seq_length,
+                              len({row.image for row in table.rows if row.image is not None})) \
+            if self.config.vqgan.views > 1 and augment else None
+        examples = task_examples(table, components.vqgan, config.image_size, config.image_seq_length,
+                                 encode_views=encode, augment=augment)
+        val_examples = task_examples(val, components.vqgan, config.image_size, config.image_seq_length) \
+            if val is not None else None
         self.task_layout = TaskLayout(config, components.tokenizer)
         counts = ", ".join(f"{name} {count}" for name, count in table.counts().items())
         self.echo(f"tasks: {len(examples)} rows of {self.config.tasks.path} ({counts}) beside "
@@ -428,7 +437,8 @@ class Trainer:
         image_end = self.prepared.l_text_seq_length + self.prepared.components.model.config.image_seq_length
         for name, rows in by_task.items():
             ids = assemble_task_batch(self.task_data, rows, self.task_layout, rng=self.text_rng,
-                                      token_dropout=self.config.tasks.token_dropout)
+                                      token_dropout=self.config.tasks.token_dropout, seed=self.config.train.seed,
+                                      step=self.progress.step)
             groups.append((name, self._task_weights(name), without_empty_right_text(ids, image_end)))
         return groups
 

@@ -401,6 +401,30 @@ def _image_codes(dataset, vqgan, config: TrainConfig, image_seq_length: int, bat
     return torch.cat(batches)  # outside inference mode: a normal tensor
 
 
+def view_encoder(vqgan, config: TrainConfig, image_size: int, image_seq_length: int, count: int) -> Callable:
+    """The run's image views (vqgan.views, vqgan.augment, as data.path's photos get them) for another list of
+    `count` images, the multitask table's: a function (images (B, 3, S, S) in [0, 1], their paths, their indices in
+    the list) -> (B, views, h*w) codes. Gumbel views are seeded by each file's content, shifts by its index."""
+    views = config.vqgan.views
+    if config.vqgan.augment == "gumbel":
+        from ..data.cache import CodeCache
+
+        cache = CodeCache(None, vqgan, image_size=image_size, views=views, seed=config.train.seed)
+
+        def gumbel(images, paths, indices):
+            return cache.encode_views(images, [hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in paths])
+
+        return gumbel
+    patch = image_size // math.isqrt(image_seq_length)
+    shifts = _shifts(count, views, config.train.seed + 1, max(1, patch // 2)) \
+        if config.vqgan.augment == "shift" else None
+
+    def turned(images, paths, indices):
+        return _dihedral_views(vqgan, images, views, None if shifts is None else shifts[indices])
+
+    return turned
+
+
 def _shifts(count: int, views: int, seed: int, most: int) -> torch.Tensor:
     """(count, views, 2) pixel shifts (dy, dx) in [-most, most] of each photo's views, drawn from `seed`; view 0 and
     the other first 8 (the plain dihedral views) unshifted. A shift that is not a multiple of the VQGAN's patch moves
