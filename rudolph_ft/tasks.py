@@ -165,6 +165,20 @@ class TaskLayout:
         """Whether the model was trained with the FBC2 task tokens (else prompts carry no task token)."""
         return set(FBC2_TASK_TOKENS) <= set(self.token_ids)
 
+    def _ids(self, text: str, token: str | None) -> list[int]:
+        from .tokenizer import normalize_text
+
+        tok = self.tokenizer
+        head = [tok.bos_id]
+        token_id = self.token_ids.get(token) if token is not None and self.has_fbc2_tokens else None
+        if token_id is not None:
+            head.append(token_id)
+        return head + tok.encode(normalize_text(text)) + [tok.eos_id]
+
+    def length(self, text: str, token: str | None = None) -> int:
+        """Tokens `encode` would write before cutting: `[bos, token] + bpe(text) + [eos]`."""
+        return len(self._ids(text, token))
+
     def encode(self, text: str, length: int, token: str | None = None) -> torch.Tensor:
         """`[bos, token] + bpe(lower-cased, stripped text) + [eos]`, cut to `length` (the eos goes first), padded
         with 0. `token` is left out when None or when the model lacks it (see `has_fbc2_tokens`).
@@ -174,15 +188,8 @@ class TaskLayout:
         """
         import torch
 
-        from .tokenizer import normalize_text
-
-        tok = self.tokenizer
-        head = [tok.bos_id]
-        token_id = self.token_ids.get(token) if token is not None and self.has_fbc2_tokens else None
-        if token_id is not None:
-            head.append(token_id)
-        ids = (head + tok.encode(normalize_text(text)) + [tok.eos_id])[:length]
-        return torch.tensor(ids + [tok.pad_id] * (length - len(ids)), dtype=torch.long)
+        ids = self._ids(text, token)[:length]
+        return torch.tensor(ids + [self.tokenizer.pad_id] * (length - len(ids)), dtype=torch.long)
 
     def start(self, token: str | None) -> torch.Tensor:
         """The start of a generated text: `[bos, token]` (or `[bos]` without task tokens). Returns (k,) int64."""

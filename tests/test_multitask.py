@@ -334,6 +334,28 @@ def test_vqa_rows_see_the_photos_views_as_captioning_rows_do(small_data, tmp_pat
     assert torch.equal(unseeded, grids[vqa, 0])
 
 
+def test_a_run_says_how_many_task_texts_its_segments_cut(small_data, tmp_path):
+    """Rows whose left text (bos + bpe + eos) is longer than l_text_seq_length are cut as the baseline cuts them; the
+    run says how many and the longest before training, counted here with the run's own tokenizer."""
+    from rudolph_ft.tokenizer import normalize_text
+    from rudolph_ft.train.config import load_train_config
+
+    run = tmp_path / "run"
+    messages = []
+    Trainer(load_train_config(CONFIG, [*tiny_overrides(small_data, run), "train.max_steps=1",
+                                       "model.overrides.l_text_seq_length=12"]), echo=messages.append).run()
+    tokenizer = Tokenizer.from_file(run / "bpe.model")
+    table = read_task_table(small_data / "tasks.jsonl")
+    lengths = [len(tokenizer.encode(normalize_text(row.left_text))) + 2 for row in table.rows]  # the demo: no tokens
+    cut = sum(n > 12 for n in lengths)
+    assert 0 < cut < len(lengths)
+    notes = [m for m in messages if m.startswith("note:") and "left text" in m]
+    assert notes == [f"note: {cut} of {len(lengths)} rows of {small_data / 'tasks.jsonl'} have a left text longer than "
+                     f"l_text_seq_length (12 tokens, the longest {max(lengths)}): cut to it; raise "
+                     "model.overrides.l_text_seq_length to keep them whole"], messages
+    assert not any("right text longer" in m for m in messages)
+
+
 def test_metrics_csv_gets_a_column_per_task_as_tasks_appear(tmp_path):
     """A task first seen at a later step rewrites metrics.csv with its column; steps without it leave it empty; a
     resumed log (rows after the checkpoint dropped) keeps the columns of the rows it keeps."""

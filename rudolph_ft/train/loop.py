@@ -393,6 +393,7 @@ class Trainer:
         val_examples = task_examples(val, components.vqgan, config.image_size, config.image_seq_length) \
             if val is not None else None
         self.task_layout = TaskLayout(config, components.tokenizer)
+        self._note_cut_texts(table)
         counts = ", ".join(f"{name} {count}" for name, count in table.counts().items())
         self.echo(f"tasks: {len(examples)} rows of {self.config.tasks.path} ({counts}) beside "
                   f"{len(self.prepared.train)} captioning rows of data.path")
@@ -401,6 +402,26 @@ class Trainer:
             self.echo(f"tasks: {len(val_examples)} validation rows of {self.config.tasks.val_path} ({counts}): "
                       "val_task_loss/<task> at every validation")
         return examples, val_examples
+
+    def _note_cut_texts(self, table) -> None:
+        """Say how many rows' texts the model's segments cut (as the baseline cuts them: the eos is lost first), and
+        the longest, so that a too short `l_text_seq_length` / `r_text_seq_length` is seen before training."""
+        from ..tasks import get_task
+
+        layout, config = self.task_layout, self.task_layout.config
+        for side, length, key in (("left", config.l_text_seq_length, "l_text_seq_length"),
+                                  ("right", config.r_text_seq_length, "r_text_seq_length")):
+            lengths = []
+            for row in table.rows:
+                task = get_task(row.task)
+                token, text = (task.left_token, row.left_text) if side == "left" else (task.right_token, row.right_text)
+                if text:
+                    lengths.append(layout.length(text, token))
+            cut = sum(n > length for n in lengths)
+            if cut:
+                self.echo(f"note: {cut} of {len(table.rows)} rows of {self.config.tasks.path} have a {side} text "
+                          f"longer than {key} ({length} tokens, the longest {max(lengths)}): cut to it; raise "
+                          f"model.overrides.{key} to keep them whole")
 
     def _num_examples(self) -> int:
         """Training examples: data.path's (indices first), then the multitask table's."""
