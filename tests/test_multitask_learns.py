@@ -3,9 +3,9 @@ rows `rudolph-ft data demo --tasks` writes, then held out: VQA dish answers accu
 the always-the-mean baseline's, captioning within 0.05 dish accuracy of the single-task demo's bar (0.9).
 
 Long (`pytest -m long`): kept out of the default run and out of CI's slow step. The config trains 2,920 steps of
-176 positions (1,168 rows an epoch, 40 epochs): 42 minutes on an idle 2-core CPU, which CI's 90 minutes cannot add
-to its ~40. Measured end to end (issue 16): VQA dish accuracy 1.00, VQA kcal 0.41x the mean baseline's, captioning
-0.964; at 20 epochs (20 minutes) the VQA kcal ratio was 0.53x and this test failed on it.
+136 positions (1,168 rows an epoch, 40 epochs): ~30 minutes on an idle 2-core CPU, which CI's 90 minutes cannot add
+to its ~40. Measured end to end (issue 16): VQA dish accuracy 0.964, VQA kcal 0.31x the mean baseline's, captioning
+0.964 / 0.42x (with a 64-token left text: 1.00, 0.41x, 0.964; at 20 epochs the VQA kcal ratio was 0.53x).
 """
 
 import json
