@@ -85,12 +85,18 @@ def machine_rates(hidden: int, rows: int, prompt: int) -> dict:
     return {"bandwidth_gbs": bandwidth / 1e9, **rates}
 
 
+def _layer_params(config) -> int:
+    """Parameters of all transformer layers: qkv, dense, 2 MLP matrices, biases, norms."""
+    hidden = config.hidden_size
+    return config.num_layers * (12 * hidden * hidden + 13 * hidden)
+
+
 def caption_floor(config, rates: dict, rows: int, prompt: int, steps: int) -> dict:
     """Seconds 16 captions cannot beat on this machine: the prefill's FLOPs at the prefill GEMM rate, then per decoding
     step the weights streamed once at the measured bandwidth plus the step's FLOPs at the decode GEMM rate (`sum`;
     `roofline` takes the larger of the two instead, i.e. perfect overlap of memory and arithmetic)."""
     hidden, layers = config.hidden_size, config.num_layers
-    layer_params = layers * (12 * hidden * hidden + 13 * hidden)  # qkv, dense, 2 MLP matrices, biases, norms
+    layer_params = _layer_params(config)
     head_params = config.text_vocab_size * (hidden + 1)  # the text rows of the output layer (decoding samples text)
     step_bytes = 4 * (layer_params + head_params)
     context = prompt + steps / 2  # mean keys attended per decoding step
@@ -109,7 +115,7 @@ def rerank_floor(config, rates: dict, captions: int) -> dict:
     left text and the image after it: no prefix is shared, the caption comes first) at the GEMM rate of that shape;
     the text head on the left text (its perplexity), the image head on the image."""
     hidden, layers = config.hidden_size, config.num_layers
-    layer_params = layers * (12 * hidden * hidden + 13 * hidden)
+    layer_params = _layer_params(config)
     positions = config.l_text_seq_length + config.image_seq_length
     heads = config.l_text_seq_length * config.text_vocab_size + config.image_seq_length * config.image_vocab_size
     flops = captions * (2 * positions * layer_params + 2 * layers * hidden * positions * positions

@@ -47,6 +47,10 @@ class TaskTable:
         counts = {name: sum(row.task == name for row in self.rows) for name in TASKS}
         return {name: count for name, count in counts.items() if count}
 
+    def images(self) -> list[Path]:
+        """The distinct image files the rows ask about, sorted (the order their codes are stored in)."""
+        return sorted({row.image for row in self.rows if row.image is not None})
+
     def summary(self) -> str:
         per_task = ", ".join(f"{name} {count}" for name, count in self.counts().items()) or "none"
         lines = [f"{self.path}: multitask table, {len(self.rows)} usable row(s) ({per_task}), "

@@ -123,30 +123,36 @@ def task_examples(table, vqgan, image_size: int, image_seq_length: int, batch_si
     """Encode a checked `TaskTable`'s images once (each file once, however many rows ask about it).
 
     Args:
-        encode_views: (images (B, 3, S, S), their paths, their indices among the table's images) -> (B, views, h*w)
+        encode_views: (images (B, 3, S, S), their paths, their indices in `table.images()`) -> (B, views, h*w)
             codes, the run's views (`prepare.view_encoder`); None: the argmax codes only (one view).
-        augment: tasks whose rows take the views; the images only other tasks use are encoded once (view 0).
+        augment: tasks whose rows take the views; an image only other tasks ask about gets its argmax codes alone
+            (stored as every view).
     """
     from ..data.images import load_image, preprocess_image
 
-    paths = sorted({row.image for row in table.rows if row.image is not None})
+    paths = table.images()
     viewed = {row.image for row in table.rows if row.image is not None and row.task in augment}
+    if encode_views is None:
+        viewed = set()
     device = vqgan.encoder.conv_in.weight.device
-    grids, views = [], 1
+    grids: list[torch.Tensor | None] = [None] * len(paths)
     for start in range(0, len(paths), batch_size):
-        chunk = paths[start:start + batch_size]
-        images = torch.stack([preprocess_image(load_image(path, target_size=image_size), image_size)
-                              for path in chunk]).to(device)
-        if encode_views is not None and viewed:
-            codes = encode_views(images, chunk, list(range(start, start + len(chunk)))).cpu().long()
-            views = codes.shape[1]
-            plain = torch.tensor([path not in viewed for path in chunk])
-            codes[plain] = codes[plain, :1]  # a photo no augmented row asks about: its view 0 everywhere
-        else:
-            codes = vqgan.encode(images).cpu().long()[:, None]
-        grids.append(codes)
-    grids.append(torch.zeros(1, views, image_seq_length, dtype=torch.long))  # the text tasks' image
-    codes = torch.cat([g.expand(-1, views, -1) for g in grids])
+        indices = list(range(start, min(start + batch_size, len(paths))))
+        images = torch.stack([preprocess_image(load_image(paths[i], target_size=image_size), image_size)
+                              for i in indices]).to(device)
+        views = [k for k, i in enumerate(indices) if paths[i] in viewed]
+        plain = [k for k, i in enumerate(indices) if paths[i] not in viewed]
+        if views:
+            chosen = [indices[k] for k in views]
+            encoded = encode_views(images[views], [paths[i] for i in chosen], chosen).cpu().long()
+            for i, codes in zip(chosen, encoded, strict=True):
+                grids[i] = codes
+        if plain:
+            for k, codes in zip(plain, vqgan.encode(images[plain]).cpu().long(), strict=True):
+                grids[indices[k]] = codes[None]
+    count = max((g.shape[0] for g in grids), default=1)  # the run's views, or 1 when no row takes them
+    zeros = torch.zeros(1, image_seq_length, dtype=torch.long)  # the text tasks' image
+    codes = torch.stack([g.expand(count, -1) for g in (*grids, zeros)])
     index_of = {path: i for i, path in enumerate(paths)}
     image_of = torch.tensor([index_of[row.image] if row.image is not None else len(paths) for row in table.rows],
                             dtype=torch.long)

@@ -386,7 +386,7 @@ class Trainer:
         augment = set(self.config.tasks.augment)
         # the training rows get the run's image views where their task is in tasks.augment; validation: view 0 only
         encode = view_encoder(components.vqgan, self.config, config.image_size, config.image_seq_length,
-                              len({row.image for row in table.rows if row.image is not None})) \
+                              len(table.images()), shift_seed=self.config.train.seed + 1) \
             if self.config.vqgan.views > 1 and augment else None
         examples = task_examples(table, components.vqgan, config.image_size, config.image_seq_length,
                                  encode_views=encode, augment=augment)

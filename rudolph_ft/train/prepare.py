@@ -390,39 +390,33 @@ def _image_codes(dataset, vqgan, config: TrainConfig, image_seq_length: int, bat
                           seed=config.train.seed, batch_size=batch_size)
         return cache.codes_for(dataset, progress=config.logging.progress)
     device = vqgan.encoder.conv_in.weight.device
-    patch = dataset.config.image_size // math.isqrt(image_seq_length)  # pixels per code
-    shifts = _shifts(len(dataset), views, config.train.seed, max(1, patch // 2)) \
-        if config.vqgan.augment == "shift" else None
+    encode = view_encoder(vqgan, config, dataset.config.image_size, image_seq_length, len(dataset),
+                          shift_seed=config.train.seed)
     batches = []
     for start in range(0, len(dataset), batch_size):
-        images = torch.stack([dataset[i]["image"] for i in range(start, min(start + batch_size, len(dataset)))])
-        batch_shifts = None if shifts is None else shifts[start:start + len(images)]
-        batches.append(_dihedral_views(vqgan, images.to(device), views, batch_shifts))
+        indices = list(range(start, min(start + batch_size, len(dataset))))
+        images = torch.stack([dataset[i]["image"] for i in indices])
+        batches.append(encode(images.to(device), None, indices))
     return torch.cat(batches)  # outside inference mode: a normal tensor
 
 
-def view_encoder(vqgan, config: TrainConfig, image_size: int, image_seq_length: int, count: int) -> Callable:
-    """The run's image views (vqgan.views, vqgan.augment, as data.path's photos get them) for another list of
-    `count` images, the multitask table's: a function (images (B, 3, S, S) in [0, 1], their paths, their indices in
-    the list) -> (B, views, h*w) codes. Gumbel views are seeded by each file's content, shifts by its index."""
+def view_encoder(vqgan, config: TrainConfig, image_size: int, image_seq_length: int, count: int, *,
+                 shift_seed: int) -> Callable:
+    """The run's image views (vqgan.views, vqgan.augment) of a list of `count` images: a function (images
+    (B, 3, S, S) in [0, 1], their files (Gumbel views are seeded by each file's content), their indices in the list
+    (shift views are drawn per index from `shift_seed`)) -> (B, views, h*w) codes on the CPU. data.path's photos get
+    their Gumbel views through the on-disk `CodeCache` instead (`_image_codes`); a multitask table's all come here."""
     views = config.vqgan.views
     if config.vqgan.augment == "gumbel":
         from ..data.cache import CodeCache
+        from ..data.images import file_sha256
 
         cache = CodeCache(None, vqgan, image_size=image_size, views=views, seed=config.train.seed)
-
-        def gumbel(images, paths, indices):
-            return cache.encode_views(images, [hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in paths])
-
-        return gumbel
-    patch = image_size // math.isqrt(image_seq_length)
-    shifts = _shifts(count, views, config.train.seed + 1, max(1, patch // 2)) \
-        if config.vqgan.augment == "shift" else None
-
-    def turned(images, paths, indices):
-        return _dihedral_views(vqgan, images, views, None if shifts is None else shifts[indices])
-
-    return turned
+        return lambda images, paths, indices: cache.encode_views(images, [file_sha256(path) for path in paths])
+    patch = image_size // math.isqrt(image_seq_length)  # pixels per code
+    shifts = _shifts(count, views, shift_seed, max(1, patch // 2)) if config.vqgan.augment == "shift" else None
+    return lambda images, paths, indices: _dihedral_views(vqgan, images, views,
+                                                          None if shifts is None else shifts[indices])
 
 
 def _shifts(count: int, views: int, seed: int, most: int) -> torch.Tensor:
