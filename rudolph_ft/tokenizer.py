@@ -621,6 +621,7 @@ def train_tokenizer(
     unk_id: int = 1,
     bos_id: int = 2,
     eos_id: int = 3,
+    split_digits: bool = False,
 ) -> Tokenizer:
     """Learn a new BPE vocabulary from texts (e.g. captions, for a tiny demo model) in youtokentome's format.
 
@@ -635,13 +636,17 @@ def train_tokenizer(
         out_path: where to write the `bpe.model` (None: do not write).
         coverage: fraction of character occurrences to keep in (0, 1].
         pad_id, unk_id, bos_id, eos_id: special ids (-1: none, except unk), youtokentome's defaults.
+        split_digits: no merge holds a digit, so every number is encoded digit by digit (sentencepiece's option of
+            the name): «548» is «5», «4», «8», whose first token says the hundreds, instead of «54», «8», whose
+            first token is one of a hundred classes with no order among them.
 
     Returns:
         the tokenizer of the learned model.
     """
     from .tokenizer_train import learn_bpe
 
-    model = learn_bpe(texts, vocab_size, coverage=coverage, pad_id=pad_id, unk_id=unk_id, bos_id=bos_id, eos_id=eos_id)
+    model = learn_bpe(texts, vocab_size, coverage=coverage, pad_id=pad_id, unk_id=unk_id, bos_id=bos_id, eos_id=eos_id,
+                      split_digits=split_digits)
     if out_path is not None:
         model.save(out_path)
     return Tokenizer(model)

@@ -31,6 +31,7 @@ def learn_bpe(
     unk_id: int = 1,
     bos_id: int = 2,
     eos_id: int = 3,
+    split_digits: bool = False,
 ) -> BpeModel:
     """Learn a BPE model of `vocab_size` ids from `texts` (arguments: `tokenizer.train_tokenizer`)."""
     specials = _check_arguments(vocab_size, coverage, pad_id, unk_id, bos_id, eos_id)
@@ -54,7 +55,11 @@ def learn_bpe(
     delete_removed = str.maketrans(dict.fromkeys(removed))
     word_counts = Counter(word for text in texts for word in split_words(text.translate(delete_removed)))
     words = [[char_ids[SPACE_SYMBOL]] + [char_ids[char] for char in word] for word in word_counts]
-    rules = _learn_merges(words, list(word_counts.values()), first + len(alphabet), vocab_size)
+    counts = list(word_counts.values())
+    if split_digits:  # a digit is a piece of its own: no pair holding one is ever counted, so none is merged
+        digits = {token_id for char, token_id in char_ids.items() if char.isdigit()}
+        words, counts = _cut_at(words, counts, digits)
+    rules = _learn_merges(words, counts, first + len(alphabet), vocab_size)
     if first + len(alphabet) + len(rules) < vocab_size:
         warnings.warn(
             f"the texts allow only {len(rules)} merges: the vocabulary has "
@@ -106,6 +111,22 @@ def _renaming(special_ids: set[int], first: int, end: int) -> dict[int, int]:
     """Internal id (first..end-1) -> file id: the free ids around the special ids, in order."""
     free = (token_id for token_id in range(end + len(special_ids)) if token_id not in special_ids)
     return dict(zip(range(first, end), free, strict=False))
+
+
+def _cut_at(words: list[list[int]], counts: list[int], cut: set[int]) -> tuple[list[list[int]], list[int]]:
+    """The words' runs of ids between ids of `cut` (which are dropped), each with its word's count."""
+    pieces, piece_counts = [], []
+    for word, count in zip(words, counts, strict=True):
+        piece: list[int] = []
+        for token_id in (*word, None):
+            if token_id is None or token_id in cut:
+                if len(piece) > 1:
+                    pieces.append(piece)
+                    piece_counts.append(count)
+                piece = []
+            else:
+                piece.append(token_id)
+    return pieces, piece_counts
 
 
 def _learn_merges(words: list[list[int]], counts: list[int], next_id: int, vocab_size: int) -> list[tuple]:

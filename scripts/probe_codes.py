@@ -23,7 +23,7 @@ from PIL import Image
 
 from rudolph_ft.data.images import preprocess_image
 from rudolph_ft.model.vqgan import load_vqgan
-from rudolph_ft.train.prepare import fit_kmeans_quantizer
+from rudolph_ft.train.prepare import dihedral, fit_kmeans_quantizer
 
 
 def load_set(folder: Path, size: int) -> tuple[torch.Tensor, list[str], np.ndarray]:
@@ -105,6 +105,77 @@ def probe_kcal(features: np.ndarray, dish_onehot: np.ndarray, kcal: np.ndarray, 
     return float(np.concatenate(errors).mean() / np.concatenate(baseline).mean())
 
 
+def fit_vq_autoencoder(vqgan, images: torch.Tensor, *, steps: int = 300, batch_size: int = 32, lr: float = 2e-3,
+                       commitment: float = 0.1, restart_every: int = 25, seed: int = 0,
+                       progress: bool = False) -> dict:
+    """Train a random-weight VQGAN as a VQ autoencoder on `images` (B, 3, S, S): the codes become what the photos'
+    reconstruction needs (mostly colour and shape), where a random encoder's codes hash local patches.
+
+    The codebook lives where `fit_kmeans_quantizer` puts it (centroids c_k of the `quant_conv` features, the code
+    projection's weight c_k and bias -|c_k|^2 / 2: argmax = nearest), starts as those k-means centroids, and is
+    learned with the encoder, `quant_conv`, `post_quant_conv` and decoder by the VQ-VAE loss: pixel MSE through the
+    straight-through quantizer + codebook term + `commitment` x commitment term (low: the encoder is not pulled onto
+    a few codes). Every `restart_every` steps the codes no batch used since the last restart move onto random features
+    of the current batch (dead-code restart), so the whole codebook stays in use. Random dihedral views of the photos
+    (rotations and flips) augment the batches. The decoder reads the same codebook (`quantize.embed` = c_k, which
+    needs `embed_dim == z_channels`, as in the tiny preset), so decoded codes are reconstructions.
+
+    Returns:
+        {"steps", "mse" (pixel MSE in [-1, 1] over the last 20 steps), "codes_used" (of n_embed, on `images`)}.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = vqgan.config
+    if cfg.embed_dim != cfg.z_channels:
+        raise ValueError(f"--vqvae needs embed_dim == z_channels (the decoder reads the codebook), this VQGAN "
+                         f"has {cfg.embed_dim} and {cfg.z_channels}")
+    fit_kmeans_quantizer(vqgan, images, seed=seed)
+    device = vqgan.quantize.proj.weight.device
+    codebook = torch.nn.Parameter(vqgan.quantize.proj.weight[:, :, 0, 0].detach().clone().float())  # (K, z)
+    modules = (vqgan.encoder, vqgan.quant_conv, vqgan.post_quant_conv, vqgan.decoder)
+    params = [codebook] + [p for module in modules for p in module.parameters()]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    used = torch.zeros(len(codebook), dtype=torch.bool)
+    losses: list[float] = []
+    was_training = vqgan.training
+    vqgan.train().requires_grad_(True)
+    with torch.enable_grad(), torch.inference_mode(False):
+        for step in tqdm(range(steps), desc="vqgan fit", unit="step", disable=not progress):
+            index = torch.randint(len(images), (min(batch_size, len(images)),), generator=generator)
+            view = int(torch.randint(8, (1,), generator=generator))
+            x = dihedral(images[index], view).to(device) * 2 - 1
+            z = vqgan.quant_conv(vqgan.encoder(x))  # (B, z, h, w)
+            flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+            nearest = torch.cdist(flat.detach(), codebook.detach()).argmin(1)
+            chosen = codebook[nearest]
+            quantized = flat + (chosen - flat).detach()  # straight through to the encoder
+            grid = quantized.reshape(z.shape[0], z.shape[2], z.shape[3], -1).permute(0, 3, 1, 2)
+            recon = vqgan.decoder(vqgan.post_quant_conv(grid))
+            mse = torch.nn.functional.mse_loss(recon, x)
+            loss = (mse + torch.nn.functional.mse_loss(chosen, flat.detach())
+                    + commitment * torch.nn.functional.mse_loss(flat, chosen.detach()))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(mse.item())
+            used[nearest.cpu()] = True
+            if (step + 1) % restart_every == 0 and not bool(used.all()):
+                dead = (~used).nonzero().flatten()
+                pick = torch.randint(len(flat), (len(dead),), generator=generator)
+                with torch.no_grad():
+                    codebook[dead.to(device)] = flat.detach()[pick.to(device)].float()
+                used.zero_()
+    vqgan.train(was_training).requires_grad_(False)
+    with torch.no_grad():
+        vqgan.quantize.proj.weight.copy_(codebook[:, :, None, None].to(vqgan.quantize.proj.weight))
+        vqgan.quantize.proj.bias.copy_((-codebook.square().sum(1) / 2).to(vqgan.quantize.proj.bias))
+        vqgan.quantize.embed.weight.copy_(codebook.to(vqgan.quantize.embed.weight))
+    codes = torch.cat([vqgan.encode(images[i:i + 64].to(device)).flatten() for i in range(0, len(images), 64)])
+    tail = losses[-20:]
+    return {"steps": steps, "mse": sum(tail) / max(len(tail), 1), "codes_used": int(codes.unique().numel())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path, help="data sets (folders with data.csv)")
@@ -113,6 +184,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64, help="image side the VQGAN encodes")
     parser.add_argument("--kmeans", action="store_true", help="also probe a k-means quantizer of the VQGAN's "
                         "encoder features fitted on the set's photos (labels unused)")
+    parser.add_argument("--vqvae", type=int, default=0, metavar="STEPS", help="also probe the VQGAN trained as a VQ "
+                        "autoencoder on the set's photos for STEPS steps (`fit_vq_autoencoder`; labels unused)")
     parser.add_argument("--smooth", type=int, nargs="*", default=[1], help="also probe codes of photos averaged over "
                         "N x N pixel blocks first (1: the photo as is)")
     args = parser.parse_args()
@@ -132,6 +205,11 @@ def main() -> None:
             fitted = load_vqgan(args.vqgan, seed=args.seed)
             fit_kmeans_quantizer(fitted, images)
             probes.append(("bag of codes, k-means quantizer", np.sqrt(bag_of_codes(fitted, images))))
+        if args.vqvae:
+            trained = load_vqgan(args.vqgan, seed=args.seed)
+            fit = fit_vq_autoencoder(trained, images, steps=args.vqvae)
+            probes.append((f"bag of codes, VQ autoencoder ({args.vqvae} steps, pixel MSE {fit['mse']:.3f})",
+                           np.sqrt(bag_of_codes(trained, images))))
         probes.append(("8x8 mean colours", mean_colours(images)))
         for what, features in probes:
             # the best of a few penalties: an optimistic probe (what a linear read-out can get at best)

@@ -210,6 +210,10 @@ def test_a_failed_attempts_tokenizer_is_checked_and_its_folder_is_resumed_not_re
     assert other.returncode == 2 and other.stderr.count("\n") == 1, other.stderr[-3000:]
     assert ("runs/x/bpe.model was learned with data.val_fraction=0.2 (runs/x/bpe.settings.json), this run's config "
             "says 0.5") in other.stderr
+    other = run("rudolph-ft train --resume runs/x tokenizer.split_digits=true", work)  # another segmentation
+    assert other.returncode == 2 and other.stderr.count("\n") == 1, other.stderr[-3000:]
+    assert ("runs/x/bpe.model was learned with tokenizer.split_digits=False (runs/x/bpe.settings.json), this run's "
+            "config says True") in other.stderr
     assert "tokenizer:\n  name: null\n  train_vocab_size: 200" in (run_dir / "run_config.yaml").read_text()  # kept
 
     table = work / "data" / "data.csv"

@@ -349,6 +349,20 @@ def test_trainer_learns_a_usable_vocabulary(tmp_path):
     assert tokenizer.unk_id not in {i for row in ids for i in row}
 
 
+def test_split_digits_keeps_numbers_digit_by_digit():
+    """split_digits: no learned token holds a digit, so a number is encoded (by the unchanged YTTM encoder, from the
+    file alone) one digit at a time, while words merge as before; the default merges digits like any characters."""
+    captions = fixtures_script.caption_texts(8, 2000)
+    merged, split = train_tokenizer(captions, 300), train_tokenizer(captions, 300, split_digits=True)
+    assert any(len(piece) > 1 and any(c.isdigit() for c in piece) for piece in merged.vocab())  # e.g. «54»
+    assert not any(len(piece.lstrip(SPACE_SYMBOL)) > 1 and any(c.isdigit() for c in piece) for piece in split.vocab())
+    assert "▁блюдо:" in split.vocab() and "▁ккал:" in split.vocab()
+    ids = split.encode("ккал: 548;")
+    assert [split.id_to_subword(i) for i in ids][-4:] == ["5", "4", "8", ";"]
+    assert split.decode_batch(split.encode_batch(captions, 128)) == captions
+    assert split.unk_id not in {i for row in split.encode(captions) for i in row}
+
+
 def test_trainer_options_and_errors():
     texts = ["аааа бббб вв г"] * 5 + ["д"]
     with pytest.warns(UserWarning, match="only .* merges"):

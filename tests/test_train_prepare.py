@@ -92,6 +92,15 @@ def test_kmeans_fit_makes_the_codes_nearest_centroids_and_uses_more_of_the_codeb
     assert vqgan.encode(photos).unique().numel() > before
 
 
+def test_kmeans_fit_of_fewer_cells_than_codes():
+    """4 photos of 8x8 cells are 256 features for 512 codes: every feature starts a centroid, the rest repeat them."""
+    vqgan = load_vqgan("tiny", seed=0)
+    photos = torch.rand(4, 3, 64, 64)
+    fit_kmeans_quantizer(vqgan, photos, iterations=3)
+    assert torch.isfinite(vqgan.quantize.proj.weight).all()
+    assert vqgan.encode(photos).unique().numel() > 64
+
+
 def test_batch_size_must_be_positive(small_data, tmp_path):  # noqa: F811
     with pytest.raises(ValueError, match="encode_batch_size"):
         prepare_run(_config(small_data, tmp_path, "gumbel"), tmp_path / "run", None, encode_batch_size=0)

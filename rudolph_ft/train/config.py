@@ -109,6 +109,8 @@ class TokenizerSection(_Section):
     train_vocab_size: Whole | None = _key(None, "size of the BPE vocabulary learned from the captions (name: null)",
                                          note=" (4 special ids, then characters and merges)", ge=5)
     bpe_dropout: Number = _key(0.0, "BPE dropout while training: random sub-word splits of the captions", ge=0, lt=1)
+    split_digits: StrictBool = _key(False, "learned BPE (name: null): numbers stay digit by digit (no merge holds a "
+                                           "digit), so a number's first token says its magnitude")
 
 
 class VQGANSection(_Section):

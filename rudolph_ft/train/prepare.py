@@ -214,7 +214,8 @@ def _tokenizer(config: TrainConfig, run_dir: Path, captions: list[str], echo):
         check_learned_tokenizer(config, run_dir, captions, echo, task_texts=task_texts)
         return load_tokenizer(learned)
     # a single-task run learns from its captions alone, as it always did (the same bpe.model, byte for byte)
-    tokenizer = train_tokenizer(captions + (task_texts or []), config.tokenizer.train_vocab_size)
+    tokenizer = train_tokenizer(captions + (task_texts or []), config.tokenizer.train_vocab_size,
+                                split_digits=config.tokenizer.split_digits)
     # the settings first: a bpe.model always has the settings that made it beside it
     text = json.dumps(_bpe_settings(config, captions, task_texts), indent=2, ensure_ascii=False) + "\n"
     atomic_write(run_dir / BPE_SETTINGS, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
@@ -260,6 +261,8 @@ def _bpe_settings(config: TrainConfig, captions: list[str], task_texts: list[str
     settings = {"train_vocab_size": config.tokenizer.train_vocab_size,
                 "data_path": str(Path(config.data.path).absolute()), "split_seed": config.data.split_seed,
                 "val_fraction": config.data.val_fraction, "captions": len(captions), "captions_sha256": digest}
+    if config.tokenizer.split_digits:  # (absent when off: the settings files written before the option)
+        settings["split_digits"] = True
     if task_texts is not None:
         settings.update({"tasks_path": str(Path(config.tasks.path).absolute()), "task_texts": len(task_texts),
                          "task_texts_sha256": hashlib.sha256("\n".join(task_texts).encode("utf-8")).hexdigest()})
@@ -267,7 +270,8 @@ def _bpe_settings(config: TrainConfig, captions: list[str], task_texts: list[str
 
 
 _SETTING_KEYS = {"train_vocab_size": "tokenizer.train_vocab_size", "split_seed": "data.split_seed",
-                 "val_fraction": "data.val_fraction"}
+                 "val_fraction": "data.val_fraction", "split_digits": "tokenizer.split_digits"}
+_SETTING_DEFAULTS = {"split_digits": False}
 
 
 def check_learned_tokenizer(config: TrainConfig, run_dir: Path, captions: list[str] | None = None,
@@ -289,9 +293,10 @@ def check_learned_tokenizer(config: TrainConfig, run_dir: Path, captions: list[s
     ours = _bpe_settings(config, captions or [], task_texts)
     what = "; start this run in another output_dir, or delete both files to learn the tokenizer again"
     for key, name in _SETTING_KEYS.items():
-        if saved.get(key) != ours[key]:
-            raise ValueError(f"{learned} was learned with {name}={saved.get(key)} ({saved_file}), this run's config "
-                             f"says {ours[key]}{what}")
+        default = _SETTING_DEFAULTS.get(key)
+        if saved.get(key, default) != ours.get(key, default):
+            raise ValueError(f"{learned} was learned with {name}={saved.get(key, default)} ({saved_file}), this run's "
+                             f"config says {ours.get(key, default)}{what}")
     if captions is not None and saved.get("captions_sha256") != ours["captions_sha256"]:
         def described(values: dict) -> str:
             return (f"{values.get('captions')} training captions of {values.get('data_path')} (sha256 "
@@ -355,7 +360,10 @@ def fit_kmeans_quantizer(vqgan, images: torch.Tensor, *, iterations: int = 25, s
     points = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).float().cpu()  # (N*h*w, z_channels)
     count = vqgan.quantize.proj.out_channels
     generator = torch.Generator().manual_seed(seed)
-    centroids = points[torch.randperm(len(points), generator=generator)[:count]].clone()
+    if len(points) >= count:
+        centroids = points[torch.randperm(len(points), generator=generator)[:count]].clone()
+    else:  # fewer cells than codes: every cell is a centroid, the rest start on repeats (and restart when empty)
+        centroids = points[torch.randint(len(points), (count,), generator=generator)].clone()
     for _ in range(iterations):
         nearest = torch.cdist(points, centroids).argmin(1)
         sums = torch.zeros_like(centroids).index_add_(0, nearest, points)
