@@ -106,8 +106,7 @@ def probe_kcal(features: np.ndarray, dish_onehot: np.ndarray, kcal: np.ndarray, 
 
 
 def fit_vq_autoencoder(vqgan, images: torch.Tensor, *, steps: int = 300, batch_size: int = 32, lr: float = 2e-3,
-                       commitment: float = 0.1, restart_every: int = 25, seed: int = 0,
-                       progress: bool = False) -> dict:
+                       commitment: float = 0.1, restart_every: int = 25, seed: int = 0) -> dict:
     """Train a random-weight VQGAN as a VQ autoencoder on `images` (B, 3, S, S): the codes become what the photos'
     reconstruction needs (mostly colour and shape), where a random encoder's codes hash local patches.
 
@@ -123,8 +122,6 @@ def fit_vq_autoencoder(vqgan, images: torch.Tensor, *, steps: int = 300, batch_s
     Returns:
         {"steps", "mse" (pixel MSE in [-1, 1] over the last 20 steps), "codes_used" (of n_embed, on `images`)}.
     """
-    from tqdm.auto import tqdm
-
     cfg = vqgan.config
     if cfg.embed_dim != cfg.z_channels:
         raise ValueError(f"--vqvae needs embed_dim == z_channels (the decoder reads the codebook), this VQGAN "
@@ -141,7 +138,7 @@ def fit_vq_autoencoder(vqgan, images: torch.Tensor, *, steps: int = 300, batch_s
     was_training = vqgan.training
     vqgan.train().requires_grad_(True)
     with torch.enable_grad(), torch.inference_mode(False):
-        for step in tqdm(range(steps), desc="vqgan fit", unit="step", disable=not progress):
+        for step in range(steps):
             index = torch.randint(len(images), (min(batch_size, len(images)),), generator=generator)
             view = int(torch.randint(8, (1,), generator=generator))
             x = dihedral(images[index], view).to(device) * 2 - 1

@@ -360,10 +360,10 @@ def fit_kmeans_quantizer(vqgan, images: torch.Tensor, *, iterations: int = 25, s
     points = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).float().cpu()  # (N*h*w, z_channels)
     count = vqgan.quantize.proj.out_channels
     generator = torch.Generator().manual_seed(seed)
-    if len(points) >= count:
-        centroids = points[torch.randperm(len(points), generator=generator)[:count]].clone()
-    else:  # fewer cells than codes: every cell is a centroid, the rest start on repeats (and restart when empty)
-        centroids = points[torch.randint(len(points), (count,), generator=generator)].clone()
+    start = torch.randperm(len(points), generator=generator)[:count]
+    if len(start) < count:  # fewer cells than codes: every cell is a centroid, the rest start on repeats of them
+        start = torch.cat([start, torch.randint(len(points), (count - len(start),), generator=generator)])
+    centroids = points[start].clone()
     for _ in range(iterations):
         nearest = torch.cdist(points, centroids).argmin(1)
         sums = torch.zeros_like(centroids).index_add_(0, nearest, points)
