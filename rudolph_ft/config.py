@@ -18,6 +18,7 @@ __all__ = [
     "HubFile",
     "MODEL_PRESETS",
     "VQGAN_PRESETS",
+    "PaletteConfig",
     "TOKENIZER_FILES",
 ]
 
@@ -199,7 +200,38 @@ class VQGANConfig(_JsonConfig):
         return 2 ** (len(self.ch_mult) - 1)
 
 
-VQGAN_PRESETS: dict[str, VQGANConfig] = {
+@dataclass(frozen=True)
+class PaletteConfig(_JsonConfig):
+    """A palette tokenizer: `n_embed` codes of `downsampling` px patches described by `cells` x `cells` mean colours.
+
+    `kind` tells a saved folder's `config.json` from a VQGAN's (see `rudolph_ft.model.vqgan.load_vqgan`).
+    """
+
+    n_embed: int = 512
+    cells: int = 2
+    downsampling: int = 8
+    kind: str = "palette"
+    name: str | None = field(default=None, compare=False)
+
+    @property
+    def hub(self) -> None:
+        """No weights to download: the palette is fitted to the training photos (`vqgan.fit=kmeans`)."""
+        return None
+
+    def __post_init__(self) -> None:
+        if self.kind != "palette":
+            raise ValueError(f"a PaletteConfig has kind 'palette', not {self.kind!r}")
+        if self.n_embed < 1 or self.cells < 1 or self.downsampling % self.cells:
+            raise ValueError(f"palette tokenizer: n_embed >= 1, cells >= 1 and downsampling ({self.downsampling}) a "
+                             f"multiple of cells ({self.cells}), got n_embed={self.n_embed}, cells={self.cells}")
+
+    @property
+    def feature_size(self) -> int:
+        """Numbers describing a patch: 3 colours x cells x cells."""
+        return 3 * self.cells * self.cells
+
+
+VQGAN_PRESETS: dict[str, VQGANConfig | PaletteConfig] = {
     "sber-gumbel-f8": VQGANConfig(
         hub=HubFile("shonenkov/rudalle-utils", "vqgan.gumbelf8-sber.model.ckpt"), name="sber-gumbel-f8"
     ),
@@ -209,6 +241,9 @@ VQGAN_PRESETS: dict[str, VQGANConfig] = {
         ch=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), z_channels=16, embed_dim=16,
         n_embed=512, resolution=64, name="tiny",
     ),
+    # Colour-palette tokenizer for from-scratch demos (`rudolph_ft.model.palette`): 8x8 patches -> 512 colour
+    # patterns of 2x2 sub-squares, fitted by k-means to the training photos (vqgan.fit=kmeans).
+    "palette": PaletteConfig(name="palette"),
 }
 
 #: Official tokenizer file (YouTokenToMe BPE, 16384 ids).

@@ -15,6 +15,7 @@ Semantics kept from rudalle 1.1.3:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import VQGAN_PRESETS, VQGANConfig
+from ..config import VQGAN_PRESETS, PaletteConfig, VQGANConfig
 from ..hub import resolve_file
 
 __all__ = [
@@ -314,6 +315,15 @@ class VQGAN(nn.Module):
         return self.config.downsampling
 
     @property
+    def encoder_device(self) -> torch.device:
+        """Where `encode` runs (the encoder's weights)."""
+        return self.encoder.conv_in.weight.device
+
+    def encoding_modules(self) -> tuple[nn.Module, ...]:
+        """The parts `encode` reads (training moves them to the accelerator while it encodes)."""
+        return (self.encoder, self.quant_conv, self.quantize.proj)
+
+    @property
     def num_codes(self) -> int:
         """Codebook size (`n_embed`, 8192 for the official model)."""
         return self.config.n_embed
@@ -507,6 +517,22 @@ def _resolve_config(config: VQGANConfig | str | None, default: VQGANConfig) -> V
     return VQGAN_PRESETS[config]
 
 
+def _load_folder(path: Path):
+    """A folder written by `save_vqgan`: a VQGAN, or a palette tokenizer when its config says `"kind": "palette"`."""
+    values = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8"))
+    state = _read_state_dict(path / WEIGHTS_NAME)
+    if values.get("kind") == "palette":
+        from .palette import PaletteTokenizer
+
+        tokenizer = PaletteTokenizer(PaletteConfig.from_dict(values))
+        if set(state) != {"centroids"} or state["centroids"].shape != tokenizer.centroids.shape:
+            raise VQGANLoadError(f"{path} holds no palette of {tuple(tokenizer.centroids.shape)} centroids "
+                                 f"(found {', '.join(f'{k} {tuple(v.shape)}' for k, v in state.items())})")
+        tokenizer.load_state_dict(state)
+        return tokenizer
+    return vqgan_from_state_dict(VQGANConfig.from_dict(values), state, source=str(path))
+
+
 def _random_vqgan(config: VQGANConfig, seed: int) -> VQGAN:
     """A VQGAN with PyTorch's default initialisation drawn from `seed`, leaving the global random state alone."""
     with torch.random.fork_rng(devices=[]):
@@ -530,7 +556,8 @@ def load_vqgan(
     - a preset name of `VQGAN_PRESETS` with hub weights (`"sber-gumbel-f8"`): the official checkpoint from the
       Hugging Face cache, downloaded unless offline (`offline=True` or `HF_HUB_OFFLINE=1`, then a clear error);
     - a preset without weights (`"tiny"`): random weights drawn from `seed` (default 0), for tests and demos;
-    - a folder written by `save_vqgan` (`config.json` + `model.safetensors`);
+    - `"palette"`: the colour-palette tokenizer (`rudolph_ft.model.palette.PaletteTokenizer`, unfitted: plain colours);
+    - a folder written by `save_vqgan` (`config.json` + `model.safetensors`): a VQGAN or a fitted palette tokenizer;
     - a local weights file: the official `.ckpt` (or any torch file with a state dict, under `state_dict` or
       not, read with `weights_only=True`) or a `.safetensors` file, built with `config` (default: the official
       architecture).
@@ -553,7 +580,11 @@ def load_vqgan(
         raise ValueError(f"seed= draws random weights and applies only to presets without weights, not {name!r}")
     if config is not None and (preset is not None or path.is_dir()):
         raise ValueError(f"config= applies only to a weights file; {name!r} brings its own architecture")
-    if preset is not None and preset.hub is None:
+    if isinstance(preset, PaletteConfig):
+        from .palette import PaletteTokenizer
+
+        vqgan = PaletteTokenizer(preset)
+    elif preset is not None and preset.hub is None:
         vqgan = _random_vqgan(preset, 0 if seed is None else seed)
     elif preset is not None:
         file = resolve_file(preset.hub, cache_dir=cache_dir, offline=offline, what="VQGAN weights")
@@ -561,8 +592,7 @@ def load_vqgan(
     elif path.is_dir():
         if not (path / CONFIG_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():
             raise FileNotFoundError(f"{path} is no saved VQGAN folder: it needs {CONFIG_NAME} and {WEIGHTS_NAME}")
-        config = VQGANConfig.load(path / CONFIG_NAME)
-        vqgan = vqgan_from_state_dict(config, _read_state_dict(path / WEIGHTS_NAME), source=str(path))
+        vqgan = _load_folder(path)
     elif path.is_file():
         config = _resolve_config(config, VQGAN_PRESETS["sber-gumbel-f8"])
         vqgan = vqgan_from_state_dict(config, _read_state_dict(path), source=str(path))

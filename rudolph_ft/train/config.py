@@ -100,6 +100,9 @@ class ModelSection(_Section):
     overrides: dict[StrictStr, Any] = _key(dict, "RuDolphConfig fields changed from the preset, e.g. "
                                           "{num_layers: 2, attention_dropout_prob: 0.1}",
                                           expect="a mapping of RuDolphConfig fields to values")
+    image_embeddings: Literal["random", "tokenizer"] = _key(
+        "random", "start of the image-token embeddings in a from-scratch run: random, or tokenizer (each code's "
+        "colour pattern, for the palette tokenizer: codes of like colours start alike)")
 
 
 class TokenizerSection(_Section):
@@ -114,7 +117,9 @@ class TokenizerSection(_Section):
 
 
 class VQGANSection(_Section):
-    name: StrictStr = _key("sber-gumbel-f8", "VQGAN preset (sber-gumbel-f8, tiny), folder or weights file")
+    name: StrictStr = _key("sber-gumbel-f8", "image tokenizer: VQGAN preset (sber-gumbel-f8, tiny), the palette "
+                             "tokenizer (palette: colour patterns of 8x8 patches, for from-scratch demos), a saved "
+                             "tokenizer folder or weights file")
     seed: Whole | None = _key(None, "weight seed of the random-weight presets (tiny)", ge=0)
     views: Whole = _key(1, "image-code views per photo: 1 = argmax codes of the photo; more = augmentation", ge=1)
     augment: Literal["gumbel", "dihedral", "shift"] = _key(
@@ -122,7 +127,8 @@ class VQGANSection(_Section):
         "or shift (dihedral views moved by a random few pixels: any number of views)")
     fit: Literal["none", "kmeans"] = _key(
         "none", "kmeans: before encoding, fit a random-weight VQGAN's code projection to k-means centroids of its "
-        "encoder features on the training photos (every code used; labels unused); none: the VQGAN as loaded")
+        "encoder features on the training photos (every code used; labels unused), or the palette tokenizer's "
+        "colour patterns to k-means centroids of the photos' patches; none: the tokenizer as loaded")
 
 
 class DataSection(_Section):

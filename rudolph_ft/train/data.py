@@ -134,7 +134,7 @@ def task_examples(table, vqgan, image_size: int, image_seq_length: int, batch_si
     viewed = {row.image for row in table.rows if row.image is not None and row.task in augment}
     if encode_views is None:
         viewed = set()
-    device = vqgan.encoder.conv_in.weight.device
+    device = vqgan.encoder_device
     grids: list[torch.Tensor | None] = [None] * len(paths)
     for start in range(0, len(paths), batch_size):
         indices = list(range(start, min(start + batch_size, len(paths))))

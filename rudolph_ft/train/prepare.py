@@ -119,12 +119,18 @@ def _prepare(config: TrainConfig, run_dir: Path, checkpoint: Path | None, echo, 
     with _encoder_on(vqgan, device):
         if config.vqgan.fit == "kmeans":  # before any encoding; a resumed run refits the same (seeded, same photos)
             if not random_vqgan or config.model.pretrained:  # a trained model's codes must stay the ones it knows
-                raise ValueError(f"vqgan.fit=kmeans is for from-scratch runs on a random-weight VQGAN preset (tiny), "
-                                 f"not vqgan.name={config.vqgan.name} with model.pretrained={config.model.pretrained}: "
-                                 "set vqgan.fit=none")
+                raise ValueError("vqgan.fit=kmeans is for from-scratch runs on a preset without weights (tiny, "
+                                 f"palette), not vqgan.name={config.vqgan.name} with "
+                                 f"model.pretrained={config.model.pretrained}: set vqgan.fit=none")
             photos = torch.stack([train_set[i]["image"] for i in range(len(train_set))])
             fit_kmeans_quantizer(vqgan, photos, seed=config.train.seed)
-            echo(f"vqgan: code projection fitted by k-means to {len(photos)} training photos")
+            echo(f"vqgan: codes fitted by k-means to {len(photos)} training photos")
+        if config.model.image_embeddings == "tokenizer" and checkpoint is None:  # a resumed run has its embeddings
+            if config.model.pretrained:
+                raise ValueError("model.image_embeddings=tokenizer starts the embeddings of a from-scratch run "
+                                 "(model.pretrained=false); a pretrained model keeps its own: set it to random")
+            init_image_embeddings(model, vqgan, seed=config.train.seed)
+            echo("model: image-token embeddings start from the tokenizer's colour patterns")
         train = _examples(train_set, components, config, echo, batch_size)
         val = _examples(val_set, components, config, echo, batch_size)
     echo(f"data: {len(train)} training and {len(val)} validation examples")
@@ -144,6 +150,9 @@ def _load_models(config: TrainConfig, checkpoint: Path | None):
     random_vqgan = config.vqgan.name in VQGAN_PRESETS and VQGAN_PRESETS[config.vqgan.name].hub is None
     vqgan = load_vqgan(config.vqgan.name, seed=config.vqgan.seed if random_vqgan else None)
     _check_image_layout(model.config, vqgan)
+    if config.vqgan.augment == "gumbel" and not hasattr(vqgan, "quantize"):
+        raise ValueError(f"vqgan.augment=gumbel samples a VQGAN's codes; the {config.vqgan.name} tokenizer has none to "
+                         "sample: use vqgan.augment=shift or dihedral")
     return model, vqgan, random_vqgan
 
 
@@ -161,7 +170,7 @@ def _encoder_on(vqgan, device: torch.device) -> Iterator[None]:
     if device.type == "cpu":
         yield
         return
-    parts = (vqgan.encoder, vqgan.quant_conv, vqgan.quantize.proj)
+    parts = vqgan.encoding_modules()
     try:
         for part in parts:
             part.to(device)
@@ -354,25 +363,37 @@ def fit_kmeans_quantizer(vqgan, images: torch.Tensor, *, iterations: int = 25, s
     contrast, uses about half the codebook of the tiny VQGAN and splits features by direction alone. The decoder and
     the codebook embeddings (image generation) are left as they are.
     """
+    from ..model.palette import PaletteTokenizer, kmeans
+
+    if isinstance(vqgan, PaletteTokenizer):  # the palette itself is the k-means quantizer
+        vqgan.fit(images, iterations=iterations, seed=seed, batch_size=batch_size)
+        return
     device = vqgan.quantize.proj.weight.device
     features = torch.cat([vqgan.quant_conv(vqgan.encoder(images[i:i + batch_size].to(device) * 2 - 1))
                           for i in range(0, len(images), batch_size)])  # (N, z_channels, h, w)
     points = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]).float().cpu()  # (N*h*w, z_channels)
-    count = vqgan.quantize.proj.out_channels
-    generator = torch.Generator().manual_seed(seed)
-    start = torch.randperm(len(points), generator=generator)[:count]
-    if len(start) < count:  # fewer cells than codes: every cell is a centroid, the rest start on repeats of them
-        start = torch.cat([start, torch.randint(len(points), (count - len(start),), generator=generator)])
-    centroids = points[start].clone()
-    for _ in range(iterations):
-        nearest = torch.cdist(points, centroids).argmin(1)
-        sums = torch.zeros_like(centroids).index_add_(0, nearest, points)
-        sizes = torch.bincount(nearest, minlength=count)
-        restart = points[torch.randint(len(points), (count,), generator=generator)]
-        centroids = torch.where((sizes == 0)[:, None], restart, sums / sizes.clamp(min=1)[:, None])
+    centroids = kmeans(points, vqgan.quantize.proj.out_channels, iterations=iterations, seed=seed)
     proj = vqgan.quantize.proj
     proj.weight.copy_(centroids[:, :, None, None].to(proj.weight))
     proj.bias.copy_((-centroids.square().sum(1) / 2).to(proj.bias))
+
+
+@torch.no_grad()
+def init_image_embeddings(model, tokenizer, *, seed: int = 0) -> None:
+    """Start a fresh model's image-token embeddings from the tokenizer's code features (`centroid_features`, the
+    palette's standardised colour patterns), so codes of like colours start as like tokens: row k is the features of
+    code k through a seeded random orthonormal map into the hidden size, scaled to the usual init (std 0.02 per
+    number), plus a little noise (std 0.01) that keeps codes of equal features apart."""
+    if not hasattr(tokenizer, "centroid_features"):
+        raise ValueError("model.image_embeddings=tokenizer needs a tokenizer with code features (vqgan.name=palette)")
+    features = tokenizer.centroid_features()  # (K, F), standardised
+    weight = model.image_embeddings.weight
+    hidden, count, size = weight.shape[1], features.shape[0], features.shape[1]
+    generator = torch.Generator().manual_seed(seed)
+    basis = torch.linalg.qr(torch.randn(hidden, size, generator=generator)).Q  # (hidden, F), orthonormal columns
+    rows = features @ basis.T * (0.02 * math.sqrt(hidden / size)) + 0.01 * torch.randn(count, hidden,
+                                                                                       generator=generator)
+    weight[:count] = rows.to(weight)
 
 
 def dihedral(images: torch.Tensor, view: int) -> torch.Tensor:
@@ -397,7 +418,7 @@ def _image_codes(dataset, vqgan, config: TrainConfig, image_seq_length: int, bat
         cache = CodeCache(config.data.cache_dir, vqgan, image_size=dataset.config.image_size, views=views,
                           seed=config.train.seed, batch_size=batch_size)
         return cache.codes_for(dataset, progress=config.logging.progress)
-    device = vqgan.encoder.conv_in.weight.device
+    device = vqgan.encoder_device
     encode = view_encoder(vqgan, config, dataset.config.image_size, image_seq_length, len(dataset),
                           shift_seed=config.train.seed)
     batches = []
